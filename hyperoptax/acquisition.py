@@ -1,0 +1,186 @@
+"""Acquisition functions and Kriging Believer hallucination strategies.
+
+Both work on the model's internal scale: `BayesianSearch` standardises the observed
+results and orients them so that larger is better, then calls these with the posterior
+`mean`, `std` and the best value `y_max` on that scale.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erfcx, log_ndtr, ndtr
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+__all__ = [
+    "BaseAcquisition",
+    "EI",
+    "PI",
+    "UCB",
+    "BaseHallucination",
+    "MeanHallucination",
+    "SampleHallucination",
+    "UCBHallucination",
+    "ConstantHallucination",
+]
+
+# Floor on the posterior std: keeps z finite where the model is (nearly) certain.
+_MIN_STD = 1e-9
+
+
+def _check_nonnegative(owner: str, name: str, value) -> None:
+    if isinstance(value, jax.core.Tracer):
+        return
+    v = jnp.asarray(value)
+    if v.dtype == bool or not jnp.issubdtype(v.dtype, jnp.number):
+        raise TypeError(f"{owner}: `{name}` must be a real number, got {value!r}.")
+    if not bool(jnp.all(jnp.isfinite(v))) or not bool(jnp.all(v >= 0)):
+        raise ValueError(f"{owner}: `{name}` must be finite and non-negative, got {value!r}.")
+
+
+def _z(mean, std, y_max, xi, owner):
+    if y_max is None:
+        raise ValueError(f"{owner}: `y_max` (the best value observed so far) is required.")
+    std = jnp.maximum(std, _MIN_STD)
+    return (mean - y_max - xi) / std, std
+
+
+def _log_h(z):
+    """log(phi(z) + z * Phi(z)), accurate and with useful gradients for very negative z."""
+    log_phi = -0.5 * z * z - 0.5 * math.log(2 * math.pi)
+    # Moderate z: direct formula.
+    zm = jnp.maximum(z, -1.0)
+    direct = jnp.log(jnp.exp(-0.5 * zm * zm) / math.sqrt(2 * math.pi) + zm * ndtr(zm))
+    # -10 < z < -1: phi(z) * (1 + z * Phi(z) / phi(z)), the ratio through erfcx.
+    zt = jnp.clip(z, -10.0, -1.0)
+    tail = log_phi + jnp.log1p(zt * math.sqrt(math.pi / 2) * erfcx(-zt / math.sqrt(2)))
+    # z <= -10: asymptotic series phi(z) / z^2 * (1 - 3/z^2 + 15/z^4).
+    za = jnp.minimum(z, -10.0)
+    inv2 = 1.0 / (za * za)
+    asym = log_phi - jnp.log(za * za) + jnp.log1p(-3.0 * inv2 + 15.0 * inv2 * inv2)
+    return jnp.where(z > -1.0, direct, jnp.where(z > -10.0, tail, asym))
+
+
+class BaseAcquisition(eqx.Module):
+    """Base class for acquisition functions.
+
+    `acq(mean, std, y_max=None)` scores candidates from the posterior mean and standard
+    deviation (any matching shapes); larger is more promising. `score` is a monotone
+    transform of the same quantity that `BayesianSearch` maximises: for EI and PI its
+    logarithm, which stays finite and keeps a gradient where the value underflows.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, mean: Float[Array, "..."], std: Float[Array, "..."], y_max=None) -> Float[Array, "..."]:
+        raise NotImplementedError
+
+    def score(self, mean: Float[Array, "..."], std: Float[Array, "..."], y_max=None) -> Float[Array, "..."]:
+        return self(mean, std, y_max)
+
+
+class EI(BaseAcquisition):
+    """Expected Improvement over `y_max + xi`."""
+
+    xi: ArrayLike = 0.01
+
+    def __check_init__(self):
+        _check_nonnegative("EI", "xi", self.xi)
+
+    def __call__(self, mean, std, y_max=None):
+        z, std = _z(mean, std, y_max, self.xi, "EI")
+        return std * (jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) + z * ndtr(z))
+
+    def score(self, mean, std, y_max=None):
+        z, std = _z(mean, std, y_max, self.xi, "EI")
+        return jnp.log(std) + _log_h(z)
+
+
+class PI(BaseAcquisition):
+    """Probability of Improvement over `y_max + xi`."""
+
+    xi: ArrayLike = 0.01
+
+    def __check_init__(self):
+        _check_nonnegative("PI", "xi", self.xi)
+
+    def __call__(self, mean, std, y_max=None):
+        z, _ = _z(mean, std, y_max, self.xi, "PI")
+        return ndtr(z)
+
+    def score(self, mean, std, y_max=None):
+        z, _ = _z(mean, std, y_max, self.xi, "PI")
+        return log_ndtr(z)
+
+
+class UCB(BaseAcquisition):
+    """Upper Confidence Bound `mean + kappa * std` (`y_max` is ignored)."""
+
+    kappa: ArrayLike = 2.0
+
+    def __check_init__(self):
+        _check_nonnegative("UCB", "kappa", self.kappa)
+
+    def __call__(self, mean, std, y_max=None):
+        return mean + self.kappa * std
+
+
+class BaseHallucination(eqx.Module):
+    """Base class for Kriging Believer hallucination strategies.
+
+    `h(mean, std, key, y_max) -> scalar` gives the pseudo-observation recorded at a point
+    already chosen for the current batch, so the next pick of the batch goes elsewhere.
+    All values are on the model's internal scale (standardised, larger is better). Any
+    callable with this signature can be used; subclassing is optional.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, mean: Float[Array, ""], std: Float[Array, ""], key: PRNGKeyArray, y_max) -> Float[Array, ""]:
+        raise NotImplementedError
+
+
+class MeanHallucination(BaseHallucination):
+    """Classical Kriging Believer: hallucinate with the GP posterior mean."""
+
+    def __call__(self, mean, std, key, y_max):
+        return mean
+
+
+class SampleHallucination(BaseHallucination):
+    """Randomised Kriging Believer: hallucinate with a posterior sample, `mean + std * N(0, 1)`."""
+
+    def __call__(self, mean, std, key, y_max):
+        return mean + std * jax.random.normal(key, jnp.shape(mean), jnp.result_type(mean))
+
+
+class UCBHallucination(BaseHallucination):
+    """Optimistic hallucination: `mean + kappa * std`."""
+
+    kappa: ArrayLike = 2.0
+
+    def __check_init__(self):
+        _check_nonnegative("UCBHallucination", "kappa", self.kappa)
+
+    def __call__(self, mean, std, key, y_max):
+        return mean + self.kappa * std
+
+
+class ConstantHallucination(BaseHallucination):
+    """Constant liar: hallucinate with `y_max`, or with a fixed `value` when given.
+
+    A fixed `value` is on the model's internal scale (standardised, larger is better).
+    """
+
+    value: ArrayLike | None = None
+
+    def __check_init__(self):
+        if self.value is not None and not isinstance(self.value, jax.core.Tracer):
+            if not bool(jnp.all(jnp.isfinite(jnp.asarray(self.value)))):
+                raise ValueError(f"ConstantHallucination: `value` must be finite, got {self.value!r}.")
+
+    def __call__(self, mean, std, key, y_max):
+        value = y_max if self.value is None else self.value
+        return jnp.broadcast_to(jnp.asarray(value, jnp.result_type(mean)), jnp.shape(mean))

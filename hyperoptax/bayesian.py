@@ -1,0 +1,373 @@
+"""Bayesian optimisation: spaces -> unit cube -> GP core -> acquisition -> spaces."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, PRNGKeyArray, PyTree
+
+from . import gp
+from .acquisition import PI, BaseAcquisition, BaseHallucination, SampleHallucination
+from .base import Optimizer, OptimizerState, as_results
+from .kernels import BaseKernel, Matern
+from .spaces import FlatSpace, _float_dtype, flatten_space
+
+__all__ = ["BayesianSearchState", "BayesianSearch"]
+
+_INIT_LOG_NOISE = math.log(1e-3)
+
+
+def _as_float_array(x):
+    return jnp.asarray(x, _float_dtype())
+
+
+class BayesianSearchState(OptimizerState):
+    """State for `BayesianSearch`.
+
+    All arrays are fixed-size (`n_max` is chosen at init) so that one compilation serves
+    the whole search; `mask` tracks which slots have been written.
+
+    Attributes:
+        X: observed configurations as raw values (what the objective saw), shape
+            `(n_max, n_params)`, zero-padded.
+        y: observed results, shape `(n_max,)`, zero-padded, raw (never negated,
+            whatever `maximize` is; NaN and inf are kept as reported).
+        mask: `True` for slots that hold an observation, shape `(n_max,)`.
+        log_length_scale: ARD length scales of the GP on the unit cube, in log space,
+            shape `(n_params,)`; tuned by Adam after each update.
+        log_output_scale: log of the GP output scale (standard deviation), shape `()`.
+        log_noise: log of the GP noise variance, shape `()`.
+    """
+
+    X: Float[Array, "n_max n_params"]
+    y: Float[Array, " n_max"]
+    mask: Bool[Array, " n_max"]
+    log_length_scale: Float[Array, " n_params"]
+    log_output_scale: Float[Array, ""] = eqx.field(default=0.0, converter=_as_float_array)
+    log_noise: Float[Array, ""] = eqx.field(default=_INIT_LOG_NOISE, converter=_as_float_array)
+
+
+def _check_int(owner, name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: `{name}` must be an int, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{owner}: `{name}` must be at least {minimum}, got {value!r}.")
+
+
+def _model_targets(y, mask, maximize: bool):
+    """Raw results -> the GP's targets: oriented, failures imputed, warped, standardised.
+
+    Non-finite results count as the worst finite result seen, so a failure teaches the
+    model "not here" without poisoning it. The warp `-log1p(gap / median gap)` of the
+    gap to the best value is monotone: it spreads out values near the best and
+    compresses far-off bad ones, which is what the search needs to resolve.
+    """
+    f = y if maximize else -y
+    finite = mask & jnp.isfinite(f)
+    worst = jnp.min(jnp.where(finite, f, jnp.inf))
+    worst = jnp.where(jnp.any(finite), worst, 0.0)
+    f = jnp.where(finite, f, worst)
+    best = jnp.max(jnp.where(mask, f, -jnp.inf))
+    gap = jnp.where(mask, best - f, jnp.nan)
+    scale = jnp.nanmedian(gap)
+    scale = jnp.where(scale > 0, scale, jnp.nanmax(gap))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    g = -jnp.log1p(jnp.where(mask, gap, 0.0) / scale)
+    n = jnp.maximum(jnp.sum(mask), 1)
+    mean = jnp.sum(jnp.where(mask, g, 0.0)) / n
+    std = jnp.sqrt(jnp.sum(jnp.where(mask, (g - mean) ** 2, 0.0)) / n)
+    std = jnp.where(std > 0, std, 1.0)
+    return jnp.where(mask, (g - mean) / std, 0.0)
+
+
+class BayesianSearch(Optimizer):
+    """Bayesian optimisation with a Gaussian Process surrogate.
+
+    A GP (Matérn 0.5 kernel by default) models the objective on the unit cube; the next
+    batch maximises an acquisition function (PI by default) over random and local
+    candidates refined by L-BFGS. ARD length scales, output scale and noise are tuned
+    with Adam after each update. Parallel batches come from Kriging Believer: after
+    each pick a pseudo-observation from `hallucination` is added and the posterior is
+    refitted before the next pick.
+
+    Attributes:
+        jitter: small diagonal added to the kernel matrix for numerical stability.
+        kernel: covariance function; its `length_scale` initialises the ARD scales.
+        acquisition: acquisition function (default `PI()`).
+        n_candidates: random and local candidates scored per pick (default 1000).
+        n_restarts: best candidates refined with L-BFGS (default 2).
+        n_lbfgs_steps: L-BFGS steps per refinement (default 10).
+        n_hparam_steps: Adam steps tuning the GP hyperparameters per update (default
+            20); `0` disables tuning.
+        n_warmup: iterations of uniformly random suggestions before the GP drives.
+        maximize: whether larger results are better (default `True`).
+        n_parallel: configurations per batch (default 4).
+        hallucination: pseudo-observation strategy for the batch (default
+            `SampleHallucination()`).
+
+    Recommended for sample efficiency: `kernel=Matern(nu=2.5), acquisition=EI()`.
+    """
+
+    jitter: float = 1e-6
+    kernel: BaseKernel = eqx.field(default_factory=lambda: Matern(nu=0.5))
+    acquisition: BaseAcquisition = eqx.field(default_factory=PI)
+    n_candidates: int = eqx.field(default=1000, static=True)
+    n_restarts: int = eqx.field(default=2, static=True)
+    n_lbfgs_steps: int = eqx.field(default=10, static=True)
+    n_hparam_steps: int = eqx.field(default=20, static=True)
+    n_warmup: int = eqx.field(default=1, static=True)
+    maximize: bool = eqx.field(default=True, static=True)
+    n_parallel: int = eqx.field(default=4, static=True)
+    hallucination: BaseHallucination = eqx.field(default_factory=SampleHallucination)
+
+    def __check_init__(self):
+        name = type(self).__name__
+        _check_int(name, "n_candidates", self.n_candidates, 1)
+        _check_int(name, "n_restarts", self.n_restarts, 0)
+        _check_int(name, "n_lbfgs_steps", self.n_lbfgs_steps, 0)
+        _check_int(name, "n_hparam_steps", self.n_hparam_steps, 0)
+        _check_int(name, "n_warmup", self.n_warmup, 0)
+        if self.n_restarts > self.n_candidates:
+            raise ValueError(
+                f"{name}: `n_restarts` ({self.n_restarts}) cannot exceed `n_candidates` "
+                f"({self.n_candidates})."
+            )
+        if not isinstance(self.maximize, bool):
+            raise TypeError(f"{name}: `maximize` must be a bool, got {self.maximize!r}.")
+        if not isinstance(self.kernel, BaseKernel):
+            raise TypeError(f"{name}: `kernel` must be a BaseKernel, got {self.kernel!r}.")
+        if not isinstance(self.acquisition, BaseAcquisition):
+            raise TypeError(
+                f"{name}: `acquisition` must be a BaseAcquisition, got {self.acquisition!r}."
+            )
+        if not callable(self.hallucination):
+            raise TypeError(
+                f"{name}: `hallucination` must be callable as (mean, std, key, y_max), "
+                f"got {self.hallucination!r}."
+            )
+        if not isinstance(self.jitter, jax.core.Tracer):
+            j = np.asarray(self.jitter)
+            if not (np.all(np.isfinite(j)) and np.all(j >= 0)):
+                raise ValueError(f"{name}: `jitter` must be finite and non-negative, got {self.jitter!r}.")
+
+    @classmethod
+    def init(
+        cls, space: PyTree, n_max: int = 200, **kwargs
+    ) -> tuple[BayesianSearchState, BayesianSearch]:
+        """Build the optimizer from `kwargs` and an empty state with room for `n_max` results."""
+        optimizer = cls(**kwargs)
+        return optimizer._init_state(space, n_max), optimizer
+
+    def _init_state(self, space: PyTree, n_max: int = 200) -> BayesianSearchState:
+        _check_int(type(self).__name__, "n_max", n_max, 1)
+        flat = flatten_space(space)
+        f = _float_dtype()
+        ls = jnp.broadcast_to(jnp.asarray(self.kernel.length_scale, f), (flat.n_params,))
+        return BayesianSearchState(
+            space,
+            jnp.zeros((n_max, flat.n_params), f),
+            jnp.zeros((n_max,), f),
+            jnp.zeros((n_max,), bool),
+            jnp.clip(jnp.log(ls), *gp.LOG_LS_BOUNDS),
+        )
+
+    def _default_n_iterations(self, state: BayesianSearchState) -> int:
+        remaining = int(state.mask.shape[0] - jnp.sum(state.mask))
+        return math.ceil(remaining / self.n_parallel)
+
+    # -- public API -------------------------------------------------------------------
+
+    def get_next_params(
+        self, state: BayesianSearchState, key: PRNGKeyArray, params=None, results=None
+    ) -> PyTree:
+        """Select the next batch of `n_parallel` configurations.
+
+        While fewer than `n_warmup * n_parallel` results are recorded, candidates are
+        uniformly random. Afterwards the GP posterior is used to maximise the
+        acquisition function, with Kriging Believer hallucination for the parallel
+        slots. Each leaf of the returned pytree has shape `(n_parallel,)`.
+        """
+        return _suggest(self, state, key)
+
+    def update_state(
+        self, state: BayesianSearchState, key: PRNGKeyArray, results: Array, params: PyTree | Array
+    ) -> BayesianSearchState:
+        """Record new observations and update the GP hyperparameters.
+
+        Writes the batch into the next free slots of the buffers (when fewer slots
+        remain than results, the first ones are kept; a full buffer is left unchanged),
+        then runs `n_hparam_steps` of Adam on the marginal likelihood once at least two
+        observations exist.
+
+        Args:
+            state: current `BayesianSearchState`.
+            key: PRNG key (unused; kept for a uniform API).
+            results: observed objective values, shape `(n_parallel,)`.
+            params: the batched params pytree from `get_next_params` (each leaf
+                `(n_parallel,)`) or a raw `(n_parallel, n_params)` array.
+        """
+        flat = flatten_space(state.space)
+        X_new = _params_matrix(params, flat, self.n_parallel)
+        results = as_results(results, self.n_parallel, type(self).__name__)
+        return _update(self, state, results, X_new)
+
+    def best_result(self, state: BayesianSearchState) -> Array:
+        """The best finite observed raw result (max if `maximize`, min otherwise); NaN if none."""
+        ok = state.mask & jnp.isfinite(state.y)
+        return jnp.where(jnp.any(ok), state.y[self._best_index(state)], jnp.nan)
+
+    def best_params(self, state: BayesianSearchState) -> PyTree:
+        """The configuration (each leaf a scalar) that achieved `best_result`."""
+        flat = flatten_space(state.space)
+        row = state.X[self._best_index(state)]
+        return jax.tree_util.tree_map(lambda leaf: leaf[0], flat.unflatten(row[None, :]))
+
+    def _best_index(self, state: BayesianSearchState) -> Array:
+        ok = state.mask & jnp.isfinite(state.y)
+        f = state.y if self.maximize else -state.y
+        return jnp.argmax(jnp.where(ok, f, -jnp.inf))
+
+
+def _params_matrix(params, flat: FlatSpace, n_parallel: int) -> Array:
+    """Validate a batch of params (pytree or raw matrix) and return it as `(n, d)` floats."""
+    expected = f"a params pytree with {flat.n_params} leaves of shape ({n_parallel},) " \
+               f"or an array of shape ({n_parallel}, {flat.n_params})"
+    if isinstance(params, jax.Array | np.ndarray) and jnp.ndim(params) == 2:
+        if params.shape != (n_parallel, flat.n_params):
+            raise ValueError(
+                f"BayesianSearch.update_state: `params` must be {expected}; got an array of "
+                f"shape {params.shape}."
+            )
+        return jnp.asarray(params, _float_dtype())
+    leaves = jax.tree_util.tree_leaves(params)
+    shapes = [jnp.shape(leaf) for leaf in leaves]
+    if len(leaves) != flat.n_params or any(s != (n_parallel,) for s in shapes):
+        raise ValueError(
+            f"BayesianSearch.update_state: `params` must be {expected}; got leaves of "
+            f"shapes {shapes}."
+        )
+    return flat.flatten(params)
+
+
+def _gp_params(state: BayesianSearchState) -> gp.GPParams:
+    return gp.GPParams(state.log_length_scale, state.log_output_scale, state.log_noise)
+
+
+def _unit_inputs(flat: FlatSpace, state: BayesianSearchState) -> Array:
+    return jnp.where(state.mask[:, None], flat.to_unit(state.X), 0.0)
+
+
+@eqx.filter_jit
+def _update(opt: BayesianSearch, state: BayesianSearchState, results, X_new) -> BayesianSearchState:
+    idx = jnp.sum(state.mask) + jnp.arange(opt.n_parallel)
+    state = eqx.tree_at(
+        lambda s: (s.X, s.y, s.mask),
+        state,
+        (
+            state.X.at[idx].set(X_new, mode="drop"),
+            state.y.at[idx].set(results, mode="drop"),
+            state.mask.at[idx].set(True, mode="drop"),
+        ),
+    )
+    if opt.n_hparam_steps == 0:
+        return state
+    flat = flatten_space(state.space)
+    U, z = _unit_inputs(flat, state), _model_targets(state.y, state.mask, opt.maximize)
+
+    def refit():
+        return gp.fit_hyperparameters(
+            opt.kernel, _gp_params(state), U, z, state.mask, opt.jitter, opt.n_hparam_steps
+        )
+
+    p = jax.lax.cond(jnp.sum(state.mask) >= 2, refit, lambda: _gp_params(state))
+    return eqx.tree_at(
+        lambda s: (s.log_length_scale, s.log_output_scale, s.log_noise),
+        state,
+        (p.log_length_scale, p.log_output_scale, p.log_noise),
+    )
+
+
+def _candidates(key, x_best, n: int, d: int) -> Array:
+    """Uniform points plus a quarter of points scattered around the incumbent."""
+    n_local = n // 4
+    k_u, k_l, k_s = jax.random.split(key, 3)
+    uniform = jax.random.uniform(k_u, (n - n_local, d), x_best.dtype)
+    # Radii log-uniform in [1e-3, 0.2]: from fine exploitation to a wide neighbourhood.
+    radius = jnp.exp(jax.random.uniform(k_s, (n_local, 1), x_best.dtype, math.log(1e-3), math.log(0.2)))
+    local = x_best + radius * jax.random.normal(k_l, (n_local, d), x_best.dtype)
+    return jnp.concatenate([uniform, jnp.clip(local, 0.0, 1.0)])
+
+
+@eqx.filter_jit
+def _suggest(opt: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArray) -> PyTree:
+    flat = flatten_space(state.space)
+    k_random, k_gp = jax.random.split(key)
+    n_obs = jnp.sum(state.mask)
+    n_finite = jnp.sum(state.mask & jnp.isfinite(state.y))
+    use_gp = (n_obs >= opt.n_warmup * opt.n_parallel) & (n_finite >= 1)
+    U = jax.lax.cond(
+        use_gp,
+        lambda: _gp_batch(opt, state, flat, k_gp),
+        lambda: flat.sample_unit(k_random, opt.n_parallel),
+    )
+    return flat.unflatten(flat.from_unit(U))
+
+
+def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, key) -> Array:
+    """Kriging Believer: pick, hallucinate, refit, `n_parallel` times, as one scan."""
+    n_max, d, P = state.X.shape[0], flat.n_params, opt.n_parallel
+    params = _gp_params(state)
+    U = _unit_inputs(flat, state)
+    z = _model_targets(state.y, state.mask, opt.maximize)
+    i_best = jnp.argmax(jnp.where(state.mask, z, -jnp.inf))
+    x_best, y_best = U[i_best], z[i_best]
+    snaps = bool(flat.integer.any())
+
+    def snap(x):
+        # Integer and discrete columns go to their cell centres, so scores are honest.
+        return flat.to_unit(flat.from_unit(x)) if snaps else x
+
+    def body(carry, inputs):
+        X, y, m = carry
+        j, k = inputs
+        k_cand, k_hall = jax.random.split(k)
+        post = gp.fit(opt.kernel, params, X, y, m, opt.jitter)
+
+        def score(Xq):
+            mean, std = gp.predict(opt.kernel, post, Xq)
+            s = opt.acquisition.score(mean, std, y_best)
+            return jnp.where(jnp.isnan(s), -jnp.inf, s)
+
+        def penalised(Xq):
+            s = score(Xq)
+            if snaps:  # a snapped point may coincide with one already taken
+                same = jnp.all(Xq[:, None, :] == X[None, :, :], axis=-1) & m[None, :]
+                s = jnp.where(jnp.any(same, axis=1), -jnp.inf, s)
+            return s
+
+        cands = snap(_candidates(k_cand, x_best, opt.n_candidates, d))
+        s_c = penalised(cands)
+        if opt.n_restarts > 0 and opt.n_lbfgs_steps > 0:
+            _, top = jax.lax.top_k(s_c, opt.n_restarts)
+            refined, _ = gp.maximize_acquisition(score, cands[top], opt.n_lbfgs_steps)
+            refined = snap(refined)
+            cands = jnp.concatenate([cands, refined])
+            s_c = jnp.concatenate([s_c, penalised(refined)])
+        x = cands[jnp.argmax(s_c)]
+        mean, std = gp.predict(opt.kernel, post, x[None, :])
+        h = opt.hallucination(mean[0], std[0], k_hall, y_best)
+        slot = n_max + j
+        return (X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x
+
+    f = U.dtype
+    carry = (
+        jnp.concatenate([U, jnp.zeros((P, d), f)]),
+        jnp.concatenate([z, jnp.zeros((P,), f)]),
+        jnp.concatenate([state.mask, jnp.zeros((P,), bool)]),
+    )
+    _, xs = jax.lax.scan(body, carry, (jnp.arange(P), jax.random.split(key, P)))
+    return xs

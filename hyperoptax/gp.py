@@ -1,0 +1,220 @@
+"""The shared Gaussian-process core: pure functions on arrays.
+
+Nothing here knows about search spaces or optimizers. Inputs live in the unit cube,
+targets are already standardised, and a boolean mask marks which rows of the fixed-size
+buffers hold observations, so every shape is static under `jit`, `scan` and `vmap`.
+Masked rows are decoupled from the rest (identity rows of the Gram matrix, zero targets),
+which makes them invisible to the posterior and to the marginal likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from beartype import beartype
+from jaxtyping import Array, Bool, Float, jaxtyped
+
+from .kernels import BaseKernel
+
+__all__ = [
+    "GPParams",
+    "Posterior",
+    "fit",
+    "predict",
+    "neg_log_marginal_likelihood",
+    "fit_hyperparameters",
+    "maximize_acquisition",
+]
+
+typecheck = jaxtyped(typechecker=beartype)
+
+# Hyperparameter bounds on the unit cube with standardised targets.
+LOG_LS_BOUNDS = (math.log(0.01), math.log(100.0))
+LOG_OUTPUT_BOUNDS = (math.log(0.05), math.log(20.0))
+LOG_NOISE_MAX = math.log(0.5)
+
+
+def _log_noise_min(dtype) -> float:
+    # float32 Cholesky needs a larger floor than float64 on smooth kernels.
+    return math.log(1e-6) if jnp.finfo(dtype).bits == 32 else math.log(1e-9)
+
+
+class GPParams(eqx.Module):
+    """GP hyperparameters in log space: ARD length scales, output scale (std), noise variance."""
+
+    log_length_scale: Float[Array, " d"]
+    log_output_scale: Float[Array, ""]
+    log_noise: Float[Array, ""]
+
+    def clip(self) -> GPParams:
+        """Project onto the bounds that keep a fit from collapsing."""
+        lo_noise = _log_noise_min(self.log_noise.dtype)
+        return GPParams(
+            jnp.clip(self.log_length_scale, *LOG_LS_BOUNDS),
+            jnp.clip(self.log_output_scale, *LOG_OUTPUT_BOUNDS),
+            jnp.clip(self.log_noise, lo_noise, LOG_NOISE_MAX),
+        )
+
+
+class Posterior(eqx.Module):
+    """A fitted GP: training inputs, mask, Cholesky factor and `K^-1 y`."""
+
+    X: Float[Array, "n d"]
+    mask: Bool[Array, " n"]
+    chol: Float[Array, "n n"]
+    alpha: Float[Array, " n"]
+    params: GPParams
+
+
+def _cross(kernel: BaseKernel, params: GPParams, A, B):
+    sf2 = jnp.exp(2 * params.log_output_scale)
+    return sf2 * kernel(A, B, jnp.exp(params.log_length_scale))
+
+
+def _masked_gram(kernel, params, X, mask, jitter):
+    K = _cross(kernel, params, X, X)
+    both = mask[:, None] & mask[None, :]
+    diag = jnp.where(mask, jnp.exp(params.log_noise) + jitter, 1.0)
+    return jnp.where(both, K, 0.0) + jnp.diag(diag)
+
+
+def _cholesky(K, jitter):
+    L = jnp.linalg.cholesky(K)
+    # Rare numerical failure: retry once with a much larger diagonal.
+    eye = jnp.eye(K.shape[0], dtype=K.dtype)
+    return jax.lax.cond(
+        jnp.any(jnp.isnan(L)),
+        lambda: jnp.linalg.cholesky(K + (1e3 * jitter + 1e-4) * eye),
+        lambda: L,
+    )
+
+
+@typecheck
+def fit(
+    kernel: BaseKernel,
+    params: GPParams,
+    X: Float[Array, "n d"],
+    y: Float[Array, " n"],
+    mask: Bool[Array, " n"],
+    jitter,
+) -> Posterior:
+    """Condition the GP on the masked observations `(X, y)`."""
+    L = _cholesky(_masked_gram(kernel, params, X, mask, jitter), jitter)
+    y = jnp.where(mask, y, 0.0)
+    alpha = jax.scipy.linalg.cho_solve((L, True), y)
+    return Posterior(X, mask, L, alpha, params)
+
+
+@typecheck
+def predict(
+    kernel: BaseKernel, post: Posterior, Xq: Float[Array, "q d"]
+) -> tuple[Float[Array, " q"], Float[Array, " q"]]:
+    """Posterior mean and standard deviation of the latent function at `Xq`."""
+    Ks = jnp.where(post.mask[:, None], _cross(kernel, post.params, post.X, Xq), 0.0)
+    mean = Ks.T @ post.alpha
+    v = jax.scipy.linalg.solve_triangular(post.chol, Ks, lower=True)
+    var = jnp.exp(2 * post.params.log_output_scale) - jnp.sum(v * v, axis=0)
+    std = jnp.sqrt(jnp.maximum(var, jnp.finfo(var.dtype).tiny))
+    return mean, std
+
+
+@typecheck
+def neg_log_marginal_likelihood(
+    kernel: BaseKernel,
+    params: GPParams,
+    X: Float[Array, "n d"],
+    y: Float[Array, " n"],
+    mask: Bool[Array, " n"],
+    jitter,
+) -> Float[Array, ""]:
+    """Negative log marginal likelihood of the masked observations."""
+    post = fit(kernel, params, X, y, mask, jitter)
+    y = jnp.where(mask, y, 0.0)
+    n = jnp.sum(mask)
+    return (
+        0.5 * jnp.dot(y, post.alpha)
+        + jnp.sum(jnp.log(jnp.diagonal(post.chol)))
+        + 0.5 * n * math.log(2 * math.pi)
+    )
+
+
+def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
+    # Length scales: log-normal prior whose median grows with sqrt(d), so that the model
+    # stays usable in many dimensions; output scale near 1; noise pulled towards small.
+    d = params.log_length_scale.shape[0]
+    mu, sigma = math.sqrt(2.0) + 0.5 * math.log(d), math.sqrt(3.0)
+    ls = 0.5 * jnp.sum(((params.log_length_scale - mu) / sigma) ** 2)
+    out = 0.5 * (params.log_output_scale / 1.0) ** 2
+    noise = 0.5 * ((params.log_noise - math.log(1e-4)) / 3.0) ** 2
+    return ls + out + noise
+
+
+@typecheck
+def fit_hyperparameters(
+    kernel: BaseKernel,
+    params: GPParams,
+    X: Float[Array, "n d"],
+    y: Float[Array, " n"],
+    mask: Bool[Array, " n"],
+    jitter,
+    n_steps: int,
+    learning_rate: float = 0.1,
+) -> GPParams:
+    """Maximise the marginal likelihood (with weak priors) by `n_steps` of Adam from `params`."""
+    opt = optax.adam(learning_rate)
+
+    def loss(p):
+        return neg_log_marginal_likelihood(kernel, p, X, y, mask, jitter) + _neg_log_prior(p)
+
+    def step(carry, _):
+        p, s = carry
+        g = jax.grad(loss)(p)
+        # A NaN gradient (failed factorisation) must not poison the parameters.
+        g = jax.tree_util.tree_map(lambda x: jnp.where(jnp.isfinite(x), x, 0.0), g)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u).clip(), s), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=n_steps)
+    return params
+
+
+@typecheck
+def maximize_acquisition(
+    score: Callable[[Float[Array, "q d"]], Float[Array, " q"]],
+    starts: Float[Array, "r d"],
+    n_steps: int,
+) -> tuple[Float[Array, "r d"], Float[Array, " r"]]:
+    """Refine each start with `n_steps` of L-BFGS on `score`, inside the unit cube.
+
+    Returns the refined points and their scores; a refinement that ends worse than its
+    start (or non-finite) is replaced by the start, so no result is worse than its start.
+    """
+    opt = optax.lbfgs()
+
+    def neg(x):
+        return -score(jnp.clip(x, 0.0, 1.0)[None, :])[0]
+
+    value_and_grad = optax.value_and_grad_from_state(neg)
+
+    def refine(x0):
+        def step(carry, _):
+            x, s = carry
+            v, g = value_and_grad(x, state=s)
+            g = jnp.where(jnp.isfinite(g), g, 0.0)
+            u, s = opt.update(g, s, x, value=v, grad=g, value_fn=neg)
+            # No projection here: it would desynchronise the line search's cached value;
+            # `neg` already evaluates at the clipped point.
+            return (optax.apply_updates(x, u), s), None
+
+        (x, _), _ = jax.lax.scan(step, (x0, opt.init(x0)), None, length=n_steps)
+        return jnp.clip(x, 0.0, 1.0)
+
+    refined = jax.vmap(refine)(starts)
+    v_ref, v_start = score(refined), score(starts)
+    better = jnp.isfinite(v_ref) & (v_ref >= v_start)
+    return jnp.where(better[:, None], refined, starts), jnp.where(better, v_ref, v_start)

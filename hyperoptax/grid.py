@@ -1,0 +1,146 @@
+"""Exhaustive grid search over discrete spaces."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from .base import Optimizer, OptimizerState, as_results
+from .spaces import DiscreteSpace, _float_dtype, flatten_space
+
+__all__ = ["GridSearchState", "GridSearch"]
+
+
+class GridSearchState(OptimizerState):
+    """State for `GridSearch`.
+
+    Attributes:
+        grid: all parameter combinations, shape `(n_total, n_params)`, truncated to a
+            multiple of `n_parallel`.
+        grid_idx: current position in `grid`; advanced by `n_parallel` by each
+            `update_state`.
+    """
+
+    grid: Float[Array, "n_total n_params"]
+    grid_idx: Int[Array, ""]
+
+
+class GridSearch(Optimizer):
+    """Exhaustive grid search over a discrete search space.
+
+    Iterates through every combination of the `DiscreteSpace` values, the last leaf
+    varying fastest (or in a random order if `shuffle=True`). All spaces must be
+    `DiscreteSpace`.
+
+    Attributes:
+        shuffle: if True, randomise the traversal order during `init`; pass `key` to
+            `init` for reproducibility.
+        n_parallel: configurations per batch (default 1).
+    """
+
+    shuffle: bool = eqx.field(default=False, static=True)
+    n_parallel: int = eqx.field(default=1, static=True)
+
+    def __check_init__(self):
+        if not isinstance(self.shuffle, bool):
+            raise TypeError(f"GridSearch: `shuffle` must be a bool, got {self.shuffle!r}.")
+
+    @classmethod
+    def init(
+        cls, space: PyTree, key: PRNGKeyArray | None = None, **kwargs
+    ) -> tuple[GridSearchState, GridSearch]:
+        """Initialise the grid search.
+
+        Args:
+            space: a pytree of `DiscreteSpace` objects (mixed spaces are not supported).
+            key: PRNG key used when `shuffle=True` (defaults to `PRNGKey(0)`).
+            **kwargs: forwarded to the `GridSearch` constructor.
+
+        Returns:
+            `(state, optimizer)`.
+        """
+        optimizer = cls(**kwargs)
+        return optimizer._init_state(space, key), optimizer
+
+    def _init_state(self, space: PyTree, key: PRNGKeyArray | None = None) -> GridSearchState:
+        flat = flatten_space(space)
+        leaves = jax.tree_util.tree_leaves(space, is_leaf=lambda x: isinstance(x, DiscreteSpace))
+        for path, leaf in zip(flat.paths, leaves):
+            if not isinstance(leaf, DiscreteSpace):
+                raise ValueError(
+                    f"GridSearch: every space must be a DiscreteSpace; the space at "
+                    f"{path or '<root>'} is {type(leaf).__name__}."
+                )
+        values = [leaf.values for leaf in leaves]
+        grid = np.array(list(itertools.product(*values)), dtype=np.float64)
+        if self.shuffle:
+            key = jax.random.PRNGKey(0) if key is None else key
+            grid = grid[np.asarray(jax.random.permutation(key, len(grid)))]
+        n_keep = (len(grid) // self.n_parallel) * self.n_parallel
+        if n_keep == 0:
+            raise ValueError(
+                f"GridSearch: the grid has {len(grid)} combinations, fewer than "
+                f"n_parallel={self.n_parallel}."
+            )
+        if n_keep < len(grid):
+            warnings.warn(
+                f"GridSearch: the grid has {len(grid)} combinations, not a multiple of "
+                f"n_parallel={self.n_parallel}; the last {len(grid) - n_keep} are dropped.",
+                stacklevel=3,
+            )
+        return GridSearchState(
+            space, jnp.asarray(grid[:n_keep], _float_dtype()), jnp.asarray(0, jnp.int32)
+        )
+
+    def _remaining(self, state: GridSearchState) -> int:
+        return (state.grid.shape[0] - int(state.grid_idx)) // self.n_parallel
+
+    def _default_n_iterations(self, state: GridSearchState) -> int:
+        return self._remaining(state)
+
+    def _n_iterations(self, state, n_iterations):
+        n = super()._n_iterations(state, n_iterations)
+        if n > self._remaining(state):
+            raise ValueError(
+                f"GridSearch: {n} iterations requested but only {self._remaining(state)} "
+                f"batches of the grid remain (the grid would be exhausted)."
+            )
+        return n
+
+    def get_next_params(
+        self, state: GridSearchState, key: PRNGKeyArray | None = None, params=None, results=None
+    ) -> PyTree:
+        """Return the next `n_parallel` combinations; each leaf has shape `(n_parallel,)`.
+
+        Raises `ValueError` in eager use once the grid is exhausted. Under tracing (for
+        example inside `optimize_scan`) the traversal wraps around instead.
+        """
+        if not isinstance(state.grid_idx, jax.core.Tracer):
+            if int(state.grid_idx) + self.n_parallel > state.grid.shape[0]:
+                raise ValueError(
+                    f"GridSearch: the grid is exhausted: all {state.grid.shape[0]} "
+                    f"combinations have been suggested."
+                )
+        return _grid_batch(self, state)
+
+    def update_state(
+        self, state: GridSearchState, key: PRNGKeyArray | None = None, results=None, params=None
+    ) -> GridSearchState:
+        """Advance the grid index by `n_parallel`."""
+        if results is not None:
+            as_results(results, self.n_parallel, type(self).__name__)
+        return eqx.tree_at(lambda s: s.grid_idx, state, state.grid_idx + self.n_parallel)
+
+
+@eqx.filter_jit
+def _grid_batch(optimizer: GridSearch, state: GridSearchState) -> PyTree:
+    n_total = state.grid.shape[0]
+    start = state.grid_idx % n_total
+    rows = jax.lax.dynamic_slice_in_dim(state.grid, start, optimizer.n_parallel, axis=0)
+    return flatten_space(state.space).unflatten(rows)

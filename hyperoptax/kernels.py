@@ -1,0 +1,97 @@
+"""Stationary covariance functions.
+
+A kernel only evaluates covariances; fitting and prediction live in `hyperoptax.gp`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+__all__ = ["BaseKernel", "RBF", "Matern"]
+
+
+def _scaled_sqdist(x: Float[Array, "n d"], y: Float[Array, "m d"], length_scale) -> Float[Array, "n m"]:
+    ls = jnp.asarray(length_scale, x.dtype)
+    x, y = x / ls, y / ls
+    # Direct differences: exact zeros on the diagonal, unlike the |x|^2 + |y|^2 - 2xy form.
+    return jnp.sum((x[:, None, :] - y[None, :, :]) ** 2, axis=-1)
+
+
+def _safe_sqrt(d2):
+    # The double `where` keeps the gradient at zero distance finite (zero) instead of NaN.
+    positive = d2 > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, d2, 1.0)), 0.0)
+
+
+def _check_length_scale(owner: str, length_scale) -> None:
+    if isinstance(length_scale, jax.core.Tracer):
+        return
+    ls = jnp.asarray(length_scale)
+    if not bool(jnp.all(jnp.isfinite(ls))) or not bool(jnp.all(ls > 0)):
+        raise ValueError(f"{owner}: `length_scale` must be positive and finite, got {length_scale!r}.")
+
+
+class BaseKernel(eqx.Module):
+    """Abstract base class for stationary, unit-variance positive-definite kernels.
+
+    `kernel(x, y, length_scale=None)` maps `(n, d)` and `(m, d)` inputs to an `(n, m)`
+    covariance matrix. `length_scale` is a scalar or one value per dimension (ARD); it
+    defaults to the kernel's own `length_scale`.
+    """
+
+    length_scale: eqx.AbstractVar[ArrayLike]
+
+    def __check_init__(self):
+        _check_length_scale(type(self).__name__, self.length_scale)
+
+    @abc.abstractmethod
+    def profile(self, d2: Float[Array, "..."]) -> Float[Array, "..."]:
+        """Covariance as a function of the squared scaled distance."""
+
+    def __call__(
+        self, x: Float[Array, "n d"], y: Float[Array, "m d"], length_scale: ArrayLike | None = None
+    ) -> Float[Array, "n m"]:
+        ls = self.length_scale if length_scale is None else length_scale
+        return self.profile(_scaled_sqdist(jnp.atleast_2d(x), jnp.atleast_2d(y), ls))
+
+
+class RBF(BaseKernel):
+    """Radial basis function (squared-exponential) kernel: `exp(-r^2 / 2)`."""
+
+    length_scale: ArrayLike = 1.0
+
+    def profile(self, d2):
+        return jnp.exp(-0.5 * d2)
+
+
+class Matern(BaseKernel):
+    """Matérn kernel family with smoothness `nu` in {0.5, 1.5, 2.5, inf}.
+
+    `nu=0.5` is the exponential kernel (rough functions), `nu=2.5` the usual choice for
+    hyperparameter surfaces, `nu=inf` equals `RBF`.
+    """
+
+    length_scale: ArrayLike = 1.0
+    nu: float = eqx.field(default=2.5, static=True)
+
+    def __check_init__(self):
+        if self.nu not in (0.5, 1.5, 2.5, math.inf):
+            raise ValueError(f"Matern: `nu` must be one of 0.5, 1.5, 2.5 or inf, got {self.nu!r}.")
+
+    def profile(self, d2):
+        if self.nu == math.inf:
+            return jnp.exp(-0.5 * d2)
+        r = _safe_sqrt(d2)
+        if self.nu == 0.5:
+            return jnp.exp(-r)
+        if self.nu == 1.5:
+            s = math.sqrt(3.0) * r
+            return (1.0 + s) * jnp.exp(-s)
+        s = math.sqrt(5.0) * r
+        return (1.0 + s + s * s / 3.0) * jnp.exp(-s)

@@ -1,0 +1,398 @@
+"""Search spaces and their map to the unit interval.
+
+Every space describes one scalar hyperparameter. A space knows three things:
+
+- how to draw a value (`sample`),
+- how to turn an arbitrary number into a valid member (`transform`),
+- how to map a value to the unit interval and back (`to_unit` / `from_unit`), which is
+  what the Gaussian process of `BayesianSearch` works on.
+
+All three are implemented once, on per-column arrays (see `FlatSpace`), so a pytree of
+many spaces is sampled, warped and snapped with a handful of vectorised operations.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+import math
+import numbers
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
+
+__all__ = [
+    "Space",
+    "LinearSpace",
+    "LogSpace",
+    "QLinearSpace",
+    "QLogSpace",
+    "DiscreteSpace",
+    "FlatSpace",
+    "flatten_space",
+]
+
+
+def _float_dtype():
+    # float64 when the user enabled x64, float32 otherwise.
+    return jnp.result_type(float)
+
+
+def _check_number(cls_name: str, arg: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | np.ndarray | jax.Array):
+        raise TypeError(f"{cls_name}: `{arg}` must be a real number, got {value!r}.")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{cls_name}: `{arg}` must be a real number, got {value!r}.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{cls_name}: `{arg}` must be finite, got {value!r}.")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Column:
+    """What one parameter looks like to the vectorised code.
+
+    `lo`/`hi` are the warped bounds (natural log applied for log spaces; cell edges
+    widened by 0.5 for integers; index edges for discrete values). `ilo`/`ihi` are the
+    integer bounds a rounded value is clipped to (index bounds for discrete spaces).
+    """
+
+    lo: float
+    hi: float
+    log: bool
+    integer: bool
+    ilo: float
+    ihi: float
+    values: tuple[float, ...]  # empty unless discrete
+    dtype: Any
+
+
+class Space(eqx.Module):
+    """Abstract base class for hyperparameter search spaces.
+
+    A space is a static description of one scalar hyperparameter. Subclasses only say
+    how they look as a column (`_column`); sampling, snapping and the unit-interval
+    warp are shared.
+    """
+
+    @abc.abstractmethod
+    def _column(self) -> _Column:
+        raise NotImplementedError
+
+    @property
+    def dtype(self):
+        """The dtype of the values this space produces."""
+        return self._column().dtype
+
+    def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
+        """Draw values of this space with the given shape."""
+        u = jax.random.uniform(key, shape, dtype=_float_dtype())
+        return self.from_unit(u)
+
+    def transform(self, value: ArrayLike) -> Array:
+        """Map arbitrary numbers (any shape) to valid members of this space's dtype."""
+        flat = FlatSpace.from_columns((self._column(),))
+        value = jnp.asarray(value, _float_dtype())
+        return flat.snap(value[..., None])[..., 0].astype(self.dtype)
+
+    def to_unit(self, value: ArrayLike) -> Float[Array, "..."]:
+        """Map values of this space (any shape) to the unit interval."""
+        flat = FlatSpace.from_columns((self._column(),))
+        value = jnp.asarray(value, _float_dtype())
+        return flat.to_unit(value[..., None])[..., 0]
+
+    def from_unit(self, u: ArrayLike) -> Array:
+        """Map points of the unit interval (any shape) to valid members of this space."""
+        flat = FlatSpace.from_columns((self._column(),))
+        u = jnp.asarray(u, _float_dtype())
+        return flat.from_unit(u[..., None])[..., 0].astype(self.dtype)
+
+
+def _check_bounds(name: str, lower_bound: Any, upper_bound: Any) -> tuple[float, float]:
+    lo = _check_number(name, "lower_bound", lower_bound)
+    hi = _check_number(name, "upper_bound", upper_bound)
+    if not lo < hi:
+        raise ValueError(
+            f"{name}: `lower_bound` must be smaller than `upper_bound`, "
+            f"got lower_bound={lower_bound!r}, upper_bound={upper_bound!r}."
+        )
+    return lo, hi
+
+
+def _check_base(name: str, base: Any) -> None:
+    b = _check_number(name, "base", base)
+    if not b > 1:
+        raise ValueError(f"{name}: `base` must be greater than 1, got {base!r}.")
+
+
+def _check_positive(name: str, lower_bound: Any) -> None:
+    if not float(lower_bound) > 0:
+        raise ValueError(
+            f"{name}: log-scaled bounds must be positive, got lower_bound={lower_bound!r}."
+        )
+
+
+def _integer_bounds(name: str, lo: float, hi: float) -> tuple[int, int]:
+    ilo, ihi = math.ceil(lo), math.floor(hi)
+    if ilo > ihi:
+        raise ValueError(
+            f"{name}: no integer lies in [lower_bound, upper_bound] = [{lo!r}, {hi!r}]."
+        )
+    return ilo, ihi
+
+
+def _check_int_dtype(name: str, datatype: Any) -> None:
+    try:
+        ok = jnp.issubdtype(datatype, jnp.integer)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(f"{name}: `datatype` must be an integer dtype, got {datatype!r}.")
+
+
+class LinearSpace(Space):
+    """Uniform continuous space over `[lower_bound, upper_bound]`."""
+
+    lower_bound: float = eqx.field(static=True)
+    upper_bound: float = eqx.field(static=True)
+
+    def __check_init__(self):
+        _check_bounds(type(self).__name__, self.lower_bound, self.upper_bound)
+
+    def _column(self) -> _Column:
+        lo, hi = float(self.lower_bound), float(self.upper_bound)
+        return _Column(lo, hi, False, False, lo, hi, (), _float_dtype())
+
+
+class LogSpace(LinearSpace):
+    """Log-uniform continuous space over `[lower_bound, upper_bound]`.
+
+    Samples uniformly in log space so that each order of magnitude receives equal
+    probability mass. Useful for learning rates and other scale parameters that span
+    several orders of magnitude. The distribution does not depend on `base` (a
+    log-uniform law is the same in every base); `base` is kept for readability.
+    """
+
+    base: float = eqx.field(default=10, static=True)
+
+    def __check_init__(self):
+        name = type(self).__name__
+        _check_base(name, self.base)
+        _check_positive(name, self.lower_bound)
+
+    def _column(self) -> _Column:
+        lo, hi = float(self.lower_bound), float(self.upper_bound)
+        return _Column(math.log(lo), math.log(hi), True, False, lo, hi, (), _float_dtype())
+
+
+class QLinearSpace(LinearSpace):
+    """Quantized (integer) variant of `LinearSpace`.
+
+    Draws every integer in `[lower_bound, upper_bound]` with equal probability. Use this
+    for discrete integer hyperparameters with a uniform prior (e.g. number of layers).
+    """
+
+    datatype: Any = eqx.field(default=jnp.int32, static=True)
+
+    def __check_init__(self):
+        name = type(self).__name__
+        _check_int_dtype(name, self.datatype)
+        _integer_bounds(name, float(self.lower_bound), float(self.upper_bound))
+
+    def _column(self) -> _Column:
+        ilo, ihi = _integer_bounds(type(self).__name__, self.lower_bound, self.upper_bound)
+        return _Column(ilo - 0.5, ihi + 0.5, False, True, ilo, ihi, (), self.datatype)
+
+
+class QLogSpace(LogSpace):
+    """Quantized (integer) variant of `LogSpace`.
+
+    Samples in log space and rounds to the nearest integer. Use this for integer
+    hyperparameters whose scale spans orders of magnitude (e.g. number of hidden units).
+    """
+
+    datatype: Any = eqx.field(default=jnp.int32, static=True)
+
+    def __check_init__(self):
+        name = type(self).__name__
+        _check_int_dtype(name, self.datatype)
+        _integer_bounds(name, float(self.lower_bound), float(self.upper_bound))
+
+    def _column(self) -> _Column:
+        ilo, ihi = _integer_bounds(type(self).__name__, self.lower_bound, self.upper_bound)
+        # Cell edges in log space: each integer owns [k - 0.5, k + 0.5].
+        lo, hi = math.log(ilo - 0.5), math.log(ihi + 0.5)
+        return _Column(lo, hi, True, True, ilo, ihi, (), self.datatype)
+
+
+def _to_discrete_values(values: Any) -> tuple:
+    if isinstance(values, np.ndarray | jax.Array):
+        values = np.asarray(values).ravel().tolist()
+    return tuple(values)
+
+
+class DiscreteSpace(Space):
+    """Discrete space over a fixed set of numeric values.
+
+    Samples uniformly from `values`. `transform` snaps any continuous value to the
+    nearest element, which is useful when discrete candidates are generated via
+    continuous optimization (e.g. in `BayesianSearch`). The values are treated as
+    ordered: the unit-interval map places them by rank.
+    """
+
+    values: tuple = eqx.field(static=True, converter=_to_discrete_values)
+
+    def __check_init__(self):
+        name = type(self).__name__
+        if len(self.values) == 0:
+            raise ValueError(f"{name}: `values` must not be empty, got {self.values!r}.")
+        for v in self.values:
+            _check_number(name, "values", v)
+
+    @property
+    def _sorted(self) -> tuple[float, ...]:
+        return tuple(sorted(float(v) for v in set(self.values)))
+
+    def _column(self) -> _Column:
+        vals = self._sorted
+        all_int = all(isinstance(v, numbers.Integral) for v in self.values)
+        dtype = jnp.int32 if all_int else _float_dtype()
+        n = len(vals)
+        return _Column(-0.5, n - 0.5, False, True, 0.0, float(n - 1), vals, dtype)
+
+
+class FlatSpace:
+    """A pytree of spaces as per-column arrays, built once from static spaces.
+
+    Columns follow the order of `jax.tree_util.tree_leaves(space)`. All methods work on
+    arrays whose last axis has one entry per column and are vectorised over columns.
+    Values are handled as floats internally ("raw" values); `unflatten` casts each
+    column to its space's dtype.
+    """
+
+    def __init__(self, columns: tuple[_Column, ...], treedef=None, paths=()):
+        if len(columns) == 0:
+            raise ValueError("The search space is empty: it must contain at least one Space.")
+        self.columns = columns
+        self.treedef = treedef
+        self.paths = paths
+        self.n_params = len(columns)
+        self.dtypes = tuple(c.dtype for c in columns)
+        self.lo = np.array([c.lo for c in columns])
+        self.hi = np.array([c.hi for c in columns])
+        self.log = np.array([c.log for c in columns])
+        self.integer = np.array([c.integer for c in columns])
+        self.discrete = np.array([len(c.values) > 0 for c in columns])
+        self.ilo = np.array([c.ilo for c in columns])
+        self.ihi = np.array([c.ihi for c in columns])
+        width = max(1, max(len(c.values) for c in columns))
+        # Padded with +inf so a padded entry is never the nearest value.
+        table = np.full((len(columns), width), np.inf)
+        for i, c in enumerate(columns):
+            table[i, : len(c.values)] = c.values
+        self.table = table
+        self.has_discrete = bool(self.discrete.any())
+
+    @classmethod
+    def from_columns(cls, columns):
+        return _cached_flat(columns, None, ())
+
+    # -- vectorised maps; every array is (..., n_params) ------------------------------
+
+    def _arrays(self):
+        f = _float_dtype()
+        return (jnp.asarray(self.lo, f), jnp.asarray(self.hi, f), jnp.asarray(self.ilo, f),
+                jnp.asarray(self.ihi, f))
+
+    def _nearest_index(self, x):
+        table = jnp.asarray(np.where(np.isinf(self.table), np.nan, self.table), x.dtype)
+        dist = jnp.abs(x[..., None] - table)
+        dist = jnp.where(jnp.isnan(dist), jnp.inf, dist)
+        return jnp.argmin(dist, axis=-1).astype(x.dtype)
+
+    def _lookup(self, idx):
+        table = jnp.asarray(np.where(np.isinf(self.table), 0.0, self.table), idx.dtype)
+        i = idx.astype(jnp.int32)
+        cols = jnp.arange(self.n_params)
+        return table[cols, i]
+
+    def from_unit(self, u: Float[Array, "... d"]) -> Float[Array, "... d"]:
+        """Unit cube -> valid raw values (rounded, snapped), as floats."""
+        lo, hi, ilo, ihi = self._arrays()
+        w = lo + jnp.clip(u, 0.0, 1.0) * (hi - lo)
+        x = jnp.where(self.log, jnp.exp(w), w)
+        return self._round(x, ilo, ihi)
+
+    def _round(self, x, ilo, ihi):
+        x = jnp.where(self.integer, jnp.clip(jnp.round(x), ilo, ihi), x)
+        if self.has_discrete:
+            x = jnp.where(self.discrete, self._lookup(jnp.where(self.discrete, x, 0)), x)
+        return x
+
+    def snap(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
+        """Arbitrary raw numbers -> nearest valid raw values, as floats."""
+        _, _, ilo, ihi = self._arrays()
+        if self.has_discrete:
+            x = jnp.where(self.discrete, self._nearest_index(x), x)
+        return self._round(x, ilo, ihi)
+
+    def to_unit(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
+        """Raw values -> unit cube (integers and discrete values map to cell centres)."""
+        lo, hi, _, _ = self._arrays()
+        if self.has_discrete:
+            x = jnp.where(self.discrete, self._nearest_index(x), x)
+        safe = jnp.where(self.log, jnp.maximum(x, jnp.finfo(x.dtype).tiny), 1.0)
+        w = jnp.where(self.log, jnp.log(safe), x)
+        return (w - lo) / (hi - lo)
+
+    def sample_unit(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
+        return jax.random.uniform(key, (n, self.n_params), dtype=_float_dtype())
+
+    # -- pytrees ----------------------------------------------------------------------
+
+    def flatten(self, params: PyTree) -> Float[Array, "n d"]:
+        """A batched params pytree (each leaf `(n,)`) -> raw float matrix `(n, d)`."""
+        leaves = jax.tree_util.tree_leaves(params)
+        if len(leaves) != self.n_params:
+            raise ValueError(
+                f"params has {len(leaves)} leaves but the search space has {self.n_params}."
+            )
+        return jnp.stack([jnp.asarray(v, _float_dtype()) for v in leaves], axis=-1)
+
+    def unflatten(self, x: Float[Array, "n d"]) -> PyTree:
+        """Raw float matrix `(n, d)` -> params pytree, each leaf `(n,)` with its dtype."""
+        cols = jnp.split(x, self.n_params, axis=-1)
+        leaves = [c[..., 0].astype(dt) for c, dt in zip(cols, self.dtypes)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def _is_space(x: Any) -> bool:
+    return isinstance(x, Space)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_flat(columns, treedef, paths) -> FlatSpace:
+    return FlatSpace(columns, treedef, paths)
+
+
+def flatten_space(space: PyTree[Space]) -> FlatSpace:
+    """Describe a pytree of spaces as per-column arrays (cached per space)."""
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(space, is_leaf=_is_space)
+    for path, leaf in leaves_with_path:
+        if not isinstance(leaf, Space):
+            raise TypeError(
+                f"Every leaf of the search space must be a Space; the leaf at "
+                f"{jax.tree_util.keystr(path) or '<root>'} is {leaf!r}."
+            )
+    if not leaves_with_path:
+        raise ValueError("The search space is empty: it must contain at least one Space.")
+    columns = tuple(leaf._column() for _, leaf in leaves_with_path)
+    paths = tuple(jax.tree_util.keystr(p) for p, _ in leaves_with_path)
+    return _cached_flat(columns, treedef, paths)
