@@ -46,7 +46,10 @@ def _z(mean, std, y_max, xi, owner):
     if y_max is None:
         raise ValueError(f"{owner}: `y_max` (the best value observed so far) is required.")
     std = jnp.maximum(std, _MIN_STD)
-    return (mean - y_max - xi) / std, std
+    # The margin xi is in units of the posterior std: it asks uncertain points for a
+    # proportionate improvement and vanishes where the model is sure, so fine local
+    # improvements near the incumbent stay reachable at any scale.
+    return (mean - y_max) / std - xi, std
 
 
 def _log_h(z):
@@ -83,7 +86,10 @@ class BaseAcquisition(eqx.Module):
 
 
 class EI(BaseAcquisition):
-    """Expected Improvement over `y_max + xi`."""
+    """Expected Improvement over `y_max + xi * std`.
+
+    `xi` is an exploration margin in units of the posterior standard deviation.
+    """
 
     xi: ArrayLike = 0.01
 
@@ -92,7 +98,7 @@ class EI(BaseAcquisition):
 
     def __call__(self, mean, std, y_max=None):
         z, std = _z(mean, std, y_max, self.xi, "EI")
-        return std * (jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) + z * ndtr(z))
+        return std * jnp.exp(_log_h(z))
 
     def score(self, mean, std, y_max=None):
         z, std = _z(mean, std, y_max, self.xi, "EI")
@@ -100,7 +106,10 @@ class EI(BaseAcquisition):
 
 
 class PI(BaseAcquisition):
-    """Probability of Improvement over `y_max + xi`."""
+    """Probability of Improvement over `y_max + xi * std`.
+
+    `xi` is an exploration margin in units of the posterior standard deviation.
+    """
 
     xi: ArrayLike = 0.01
 

@@ -144,10 +144,12 @@ def neg_log_marginal_likelihood(
 
 
 def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
-    # Length scales: log-normal prior whose median grows with sqrt(d), so that the model
-    # stays usable in many dimensions; output scale near 1; noise pulled towards small.
+    # Length scales: log-normal prior with median 0.6 * sqrt(d) on the unit cube, growing
+    # with sqrt(d) so the model stays usable in many dimensions, yet short enough that a
+    # boundary slope is not mistaken for a global trend. Output scale near 1; noise
+    # pulled towards small.
     d = params.log_length_scale.shape[0]
-    mu, sigma = math.sqrt(2.0) + 0.5 * math.log(d), math.sqrt(3.0)
+    mu, sigma = -0.5 + 0.5 * math.log(d), 1.0
     ls = 0.5 * jnp.sum(((params.log_length_scale - mu) / sigma) ** 2)
     out = 0.5 * (params.log_output_scale / 1.0) ** 2
     noise = 0.5 * ((params.log_noise - math.log(1e-4)) / 3.0) ** 2
