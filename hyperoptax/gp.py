@@ -10,7 +10,7 @@ which makes them invisible to the posterior and to the marginal likelihood.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import equinox as eqx
 import jax

@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from .base import Optimizer, OptimizerState, as_results
-from .spaces import DiscreteSpace, _float_dtype, flatten_space
+from .spaces import DiscreteSpace, Space, _float_dtype, flatten_space
 
 __all__ = ["GridSearchState", "GridSearch"]
 
@@ -70,7 +70,7 @@ class GridSearch(Optimizer):
 
     def _init_state(self, space: PyTree, key: PRNGKeyArray | None = None) -> GridSearchState:
         flat = flatten_space(space)
-        leaves = jax.tree_util.tree_leaves(space, is_leaf=lambda x: isinstance(x, DiscreteSpace))
+        leaves = jax.tree_util.tree_leaves(space, is_leaf=lambda x: isinstance(x, Space))
         for path, leaf in zip(flat.paths, leaves):
             if not isinstance(leaf, DiscreteSpace):
                 raise ValueError(

@@ -306,50 +306,52 @@ class FlatSpace:
 
     # -- vectorised maps; every array is (..., n_params) ------------------------------
 
-    def _arrays(self):
-        f = _float_dtype()
-        return (jnp.asarray(self.lo, f), jnp.asarray(self.hi, f), jnp.asarray(self.ilo, f),
-                jnp.asarray(self.ihi, f))
+    def _col(self, a, x):
+        # Column constants broadcast explicitly to (..., d): no implicit rank promotion.
+        return jnp.broadcast_to(jnp.asarray(a, x.dtype if a.dtype != bool else bool), x.shape)
 
     def _nearest_index(self, x):
         table = jnp.asarray(np.where(np.isinf(self.table), np.nan, self.table), x.dtype)
+        table = jnp.broadcast_to(table, x.shape + table.shape[-1:])
         dist = jnp.abs(x[..., None] - table)
         dist = jnp.where(jnp.isnan(dist), jnp.inf, dist)
         return jnp.argmin(dist, axis=-1).astype(x.dtype)
 
     def _lookup(self, idx):
         table = jnp.asarray(np.where(np.isinf(self.table), 0.0, self.table), idx.dtype)
-        i = idx.astype(jnp.int32)
-        cols = jnp.arange(self.n_params)
-        return table[cols, i]
+        i = jnp.clip(idx.astype(jnp.int32), 0, table.shape[-1] - 1)
+        table = jnp.broadcast_to(table, idx.shape + table.shape[-1:])
+        return jnp.take_along_axis(table, i[..., None], axis=-1)[..., 0]
 
     def from_unit(self, u: Float[Array, "... d"]) -> Float[Array, "... d"]:
         """Unit cube -> valid raw values (rounded, snapped), as floats."""
-        lo, hi, ilo, ihi = self._arrays()
+        lo, hi = self._col(self.lo, u), self._col(self.hi, u)
         w = lo + jnp.clip(u, 0.0, 1.0) * (hi - lo)
-        x = jnp.where(self.log, jnp.exp(w), w)
-        return self._round(x, ilo, ihi)
+        x = jnp.where(self._col(self.log, u), jnp.exp(w), w)
+        return self._round(x)
 
-    def _round(self, x, ilo, ihi):
-        x = jnp.where(self.integer, jnp.clip(jnp.round(x), ilo, ihi), x)
+    def _round(self, x):
+        ilo, ihi = self._col(self.ilo, x), self._col(self.ihi, x)
+        x = jnp.where(self._col(self.integer, x), jnp.clip(jnp.round(x), ilo, ihi), x)
         if self.has_discrete:
-            x = jnp.where(self.discrete, self._lookup(jnp.where(self.discrete, x, 0)), x)
+            discrete = self._col(self.discrete, x)
+            x = jnp.where(discrete, self._lookup(jnp.where(discrete, x, 0)), x)
         return x
 
     def snap(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
         """Arbitrary raw numbers -> nearest valid raw values, as floats."""
-        _, _, ilo, ihi = self._arrays()
         if self.has_discrete:
-            x = jnp.where(self.discrete, self._nearest_index(x), x)
-        return self._round(x, ilo, ihi)
+            x = jnp.where(self._col(self.discrete, x), self._nearest_index(x), x)
+        return self._round(x)
 
     def to_unit(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
         """Raw values -> unit cube (integers and discrete values map to cell centres)."""
-        lo, hi, _, _ = self._arrays()
         if self.has_discrete:
-            x = jnp.where(self.discrete, self._nearest_index(x), x)
-        safe = jnp.where(self.log, jnp.maximum(x, jnp.finfo(x.dtype).tiny), 1.0)
-        w = jnp.where(self.log, jnp.log(safe), x)
+            x = jnp.where(self._col(self.discrete, x), self._nearest_index(x), x)
+        log = self._col(self.log, x)
+        safe = jnp.where(log, jnp.maximum(x, jnp.finfo(x.dtype).tiny), 1.0)
+        w = jnp.where(log, jnp.log(safe), x)
+        lo, hi = self._col(self.lo, x), self._col(self.hi, x)
         return (w - lo) / (hi - lo)
 
     def sample_unit(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:

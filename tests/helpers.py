@@ -1,0 +1,47 @@
+"""Shared objectives and spaces for the tests."""
+
+import jax.numpy as jnp
+
+import hyperoptax as hx
+
+
+def branin(key, p):
+    x1, x2 = p["x1"], p["x2"]
+    b, c, t = 5.1 / (4 * jnp.pi**2), 5 / jnp.pi, 1 / (8 * jnp.pi)
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * jnp.cos(x1) + 10
+
+
+BRANIN_SPACE = {"x1": hx.LinearSpace(-5.0, 10.0), "x2": hx.LinearSpace(0.0, 15.0)}
+BRANIN_MIN = 0.397887
+
+MIXED_SPACE = {
+    "lr": hx.LogSpace(1e-5, 1e-1),
+    "layers": hx.QLinearSpace(1, 4),
+    "width": hx.QLogSpace(8, 512),
+    "act": hx.DiscreteSpace((0, 1, 2)),
+    "dropout": hx.LinearSpace(0.0, 0.5),
+}
+
+
+def mixed_objective(key, p):
+    # Smooth in log(lr); prefers 2 layers, width near 64, act 1, dropout 0.1.
+    return (
+        (jnp.log10(p["lr"]) + 3.0) ** 2
+        + (p["layers"] - 2) ** 2
+        + (jnp.log2(p["width"]) - 6.0) ** 2 / 4
+        + (p["act"] != 1)
+        + (p["dropout"] - 0.1) ** 2
+    )
+
+
+def check_in_space(params, space, n):
+    """Each leaf of a batched params pytree is (n,), of the space's dtype, and valid."""
+    for name, sp in space.items():
+        v = params[name]
+        assert v.shape == (n,), (name, v.shape)
+        assert v.dtype == sp.dtype, (name, v.dtype, sp.dtype)
+        assert bool(jnp.all(jnp.isfinite(v.astype(jnp.float32)))), name
+        if isinstance(sp, hx.DiscreteSpace):
+            assert all(float(x) in [float(m) for m in sp.values] for x in v), name
+        else:
+            assert bool(jnp.all(v >= sp.lower_bound)) and bool(jnp.all(v <= sp.upper_bound)), name

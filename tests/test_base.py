@@ -1,0 +1,88 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hyperoptax as hx
+from helpers import MIXED_SPACE, mixed_objective
+
+KEY = jax.random.PRNGKey(0)
+
+
+@pytest.fixture(scope="module")
+def random_opt():
+    return hx.RandomSearch.init(MIXED_SPACE, n_parallel=2)
+
+
+def test_init_returns_state_and_optimizer(random_opt):
+    state, opt = random_opt
+    assert isinstance(state, hx.OptimizerState) and isinstance(opt, hx.Optimizer)
+    assert isinstance(opt, eqx.Module) and opt.n_parallel == 2
+
+
+def test_optimize_returns_lists(random_opt):
+    state, opt = random_opt
+    _, (ph, rh) = opt.optimize(state, KEY, mixed_objective, 3)
+    assert isinstance(ph, list) and isinstance(rh, list) and len(ph) == len(rh) == 3
+    assert rh[0].shape == (2,) and ph[0]["width"].shape == (2,)
+
+
+def test_optimize_does_not_retrace_after_first_iteration(random_opt):
+    state, opt = random_opt
+    traces = []
+
+    def counted(key, p):
+        traces.append(1)
+        return mixed_objective(key, p)
+
+    opt.optimize(state, KEY, counted, 1)
+    after_one = len(traces)
+    opt.optimize(state, KEY, counted, 10)
+    # Ten more iterations reuse the compiled step (and the cached up-front check).
+    assert len(traces) == after_one
+
+
+def test_each_configuration_gets_its_own_key(random_opt):
+    state, opt = random_opt
+    _, (_, rh) = opt.optimize_scan(state, KEY, lambda k, p: jax.random.uniform(k), 2)
+    assert len(np.unique(np.asarray(rh))) == 4
+
+
+def test_func_with_one_argument_is_a_type_error(random_opt):
+    state, opt = random_opt
+    with pytest.raises(TypeError, match=r"fn\(key, params\)"):
+        opt.optimize(state, KEY, lambda p: 0.0, 1)
+    with pytest.raises(TypeError, match=r"fn\(key, params\)"):
+        opt.optimize_scan(state, KEY, lambda p: 0.0, 1)
+
+
+def test_non_scalar_result_is_an_error_with_squeeze_hint(random_opt):
+    state, opt = random_opt
+    with pytest.raises(ValueError, match="squeeze"):
+        opt.optimize(state, KEY, lambda k, p: jnp.zeros(1), 1)
+    with pytest.raises(ValueError, match="scalar"):
+        opt.optimize_scan(state, KEY, lambda k, p: jnp.zeros(3), 1)
+
+
+def test_negative_iterations_is_a_value_error(random_opt):
+    state, opt = random_opt
+    with pytest.raises(ValueError, match="n_iterations"):
+        opt.optimize(state, KEY, mixed_objective, -1)
+    with pytest.raises(ValueError, match="n_iterations"):
+        opt.optimize_scan(state, KEY, mixed_objective, -1)
+
+
+def test_zero_iterations_is_empty(random_opt):
+    state, opt = random_opt
+    _, (ph, rh) = opt.optimize(state, KEY, mixed_objective, 0)
+    assert ph == [] and rh == []
+    _, (ph, rh) = opt.optimize_scan(state, KEY, mixed_objective, 0)
+    assert rh.shape == (0, 2)
+
+
+def test_optimize_and_scan_agree(random_opt):
+    state, opt = random_opt
+    _, (ph, rh) = opt.optimize(state, KEY, mixed_objective, 3)
+    _, (ps, rs) = opt.optimize_scan(state, KEY, mixed_objective, 3)
+    np.testing.assert_allclose(np.stack(rh), rs, rtol=1e-5)
