@@ -13,6 +13,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import erfcx, log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
@@ -35,10 +36,11 @@ _MIN_STD = 1e-9
 def _check_nonnegative(owner: str, name: str, value) -> None:
     if isinstance(value, jax.core.Tracer):
         return
-    v = jnp.asarray(value)
-    if v.dtype == bool or not jnp.issubdtype(v.dtype, jnp.number):
+    # numpy, not jnp: validation must not be staged when a module is built under jit.
+    v = np.asarray(value)
+    if v.dtype == bool or not np.issubdtype(v.dtype, np.number):
         raise TypeError(f"{owner}: `{name}` must be a real number, got {value!r}.")
-    if not bool(jnp.all(jnp.isfinite(v))) or not bool(jnp.all(v >= 0)):
+    if not (np.all(np.isfinite(v)) and np.all(v >= 0)):
         raise ValueError(f"{owner}: `{name}` must be finite and non-negative, got {value!r}.")
 
 
@@ -187,7 +189,7 @@ class ConstantHallucination(BaseHallucination):
 
     def __check_init__(self):
         if self.value is not None and not isinstance(self.value, jax.core.Tracer):
-            if not bool(jnp.all(jnp.isfinite(jnp.asarray(self.value)))):
+            if not np.all(np.isfinite(np.asarray(self.value, float))):
                 raise ValueError(f"ConstantHallucination: `value` must be finite, got {self.value!r}.")
 
     def __call__(self, mean, std, key, y_max):

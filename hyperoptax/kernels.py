@@ -11,13 +11,14 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 __all__ = ["BaseKernel", "RBF", "Matern"]
 
 
 def _scaled_sqdist(x: Float[Array, "n d"], y: Float[Array, "m d"], length_scale) -> Float[Array, "n m"]:
-    ls = jnp.asarray(length_scale, x.dtype)
+    ls = jnp.broadcast_to(jnp.asarray(length_scale, x.dtype), x.shape[-1:])[None, :]
     x, y = x / ls, y / ls
     # Direct differences: exact zeros on the diagonal, unlike the |x|^2 + |y|^2 - 2xy form.
     return jnp.sum((x[:, None, :] - y[None, :, :]) ** 2, axis=-1)
@@ -32,8 +33,8 @@ def _safe_sqrt(d2):
 def _check_length_scale(owner: str, length_scale) -> None:
     if isinstance(length_scale, jax.core.Tracer):
         return
-    ls = jnp.asarray(length_scale)
-    if not bool(jnp.all(jnp.isfinite(ls))) or not bool(jnp.all(ls > 0)):
+    ls = np.asarray(length_scale, float)
+    if not (np.all(np.isfinite(ls)) and np.all(ls > 0)):
         raise ValueError(f"{owner}: `length_scale` must be positive and finite, got {length_scale!r}.")
 
 

@@ -1,0 +1,70 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.stats import norm
+
+import hyperoptax as hx
+
+KEY = jax.random.PRNGKey(0)
+
+
+def test_ei_matches_closed_form():
+    mean, std = jnp.array([0.0, 1.0, -2.0]), jnp.array([1.0, 0.5, 2.0])
+    z = (mean - 0.5) / std
+    expected = std * (z * norm.cdf(z) + norm.pdf(z))
+    np.testing.assert_allclose(hx.EI(xi=0.0)(mean, std, 0.5), expected, rtol=1e-5)
+
+
+def test_pi_and_ucb_closed_form():
+    mean, std = jnp.array([0.0, 1.0]), jnp.array([1.0, 0.5])
+    np.testing.assert_allclose(hx.PI(xi=0.0)(mean, std, 0.5), norm.cdf((mean - 0.5) / std), rtol=1e-6)
+    np.testing.assert_allclose(hx.UCB(kappa=3.0)(mean, std), mean + 3.0 * std, rtol=1e-6)
+
+
+def test_xi_adds_exploration_margin_in_std_units():
+    mean, std = jnp.array([1.0]), jnp.array([2.0])
+    np.testing.assert_allclose(hx.PI(xi=0.5)(mean, std, 0.0), norm.cdf(0.5 - 0.5), rtol=1e-6)
+    assert float(hx.EI(xi=0.5)(mean, std, 0.0)[0]) < float(hx.EI(xi=0.0)(mean, std, 0.0)[0])
+
+
+@pytest.mark.parametrize("acq", [hx.EI(), hx.PI(), hx.UCB()])
+def test_tiny_or_zero_std_is_finite_and_score_keeps_gradient(acq):
+    mean = jnp.array([-50.0, 0.0, 3.0])
+    std = jnp.array([0.0, 1e-30, 1e-6])
+    assert bool(jnp.all(jnp.isfinite(acq(mean, std, 1.0))))
+    assert bool(jnp.all(jnp.isfinite(acq.score(mean, std, 1.0))))
+    # Far below the incumbent the value underflows but the score still points uphill.
+    g = jax.grad(lambda m: acq.score(m, jnp.array(0.1), 1.0))(jnp.array(-30.0))
+    assert bool(jnp.isfinite(g)) and float(g) > 0
+
+
+def test_score_is_monotone_in_value():
+    mean = jnp.linspace(-3, 3, 50)
+    std = jnp.full(50, 0.7)
+    for acq in (hx.EI(), hx.PI()):
+        v, s = acq(mean, std, 0.0), acq.score(mean, std, 0.0)
+        np.testing.assert_allclose(jnp.exp(s), v, rtol=2e-3, atol=1e-30)
+
+
+def test_ei_pi_require_y_max():
+    with pytest.raises(ValueError, match="y_max"):
+        hx.EI()(jnp.zeros(1), jnp.ones(1))
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan")])
+def test_negative_parameters_rejected(bad):
+    for make in (lambda: hx.EI(xi=bad), lambda: hx.PI(xi=bad), lambda: hx.UCB(kappa=bad),
+                 lambda: hx.UCBHallucination(kappa=bad)):
+        with pytest.raises(ValueError):
+            make()
+
+
+def test_hallucinations():
+    m, s = jnp.array(1.0), jnp.array(0.5)
+    assert float(hx.MeanHallucination()(m, s, KEY, 3.0)) == 1.0
+    assert float(hx.UCBHallucination(kappa=2.0)(m, s, KEY, 3.0)) == 2.0
+    assert float(hx.ConstantHallucination()(m, s, KEY, 3.0)) == 3.0
+    assert float(hx.ConstantHallucination(value=-1.0)(m, s, KEY, 3.0)) == -1.0
+    draws = jax.vmap(lambda k: hx.SampleHallucination()(m, s, k, 3.0))(jax.random.split(KEY, 4000))
+    assert abs(float(draws.mean()) - 1.0) < 0.05 and abs(float(draws.std()) - 0.5) < 0.05

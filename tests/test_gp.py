@@ -1,0 +1,64 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import hyperoptax as hx
+from hyperoptax import gp
+
+KEY = jax.random.PRNGKey(0)
+N, D = 12, 2
+X = jax.random.uniform(KEY, (N, D))
+Y = jnp.sin(6 * X[:, 0]) + jnp.cos(4 * X[:, 1])
+Y = (Y - Y.mean()) / Y.std()
+MASK = jnp.arange(N) < 9
+KERNEL = hx.Matern(nu=2.5)
+
+
+def params(ls=0.3, noise=1e-6):
+    return gp.GPParams(jnp.full(D, jnp.log(ls)), jnp.array(0.0), jnp.array(jnp.log(noise)))
+
+
+def test_posterior_interpolates_noise_free_data():
+    post = gp.fit(KERNEL, params(), X, Y, MASK, 1e-6)
+    mean, std = gp.predict(KERNEL, post, X[:9])
+    np.testing.assert_allclose(mean, Y[:9], atol=1e-2)
+    assert float(std.max()) < 0.05
+
+
+def test_masked_rows_are_ignored():
+    junk = Y.at[9:].set(1e3)
+    post_a = gp.fit(KERNEL, params(), X, Y, MASK, 1e-6)
+    post_b = gp.fit(KERNEL, params(), X.at[9:].set(0.5), junk, MASK, 1e-6)
+    q = jax.random.uniform(jax.random.PRNGKey(1), (20, D))
+    for a, b in zip(gp.predict(KERNEL, post_a, q), gp.predict(KERNEL, post_b, q)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_std_grows_away_from_data():
+    post = gp.fit(KERNEL, params(ls=0.1), X, Y, MASK, 1e-6)
+    _, std_far = gp.predict(KERNEL, post, jnp.array([[5.0, 5.0]]))
+    np.testing.assert_allclose(std_far, 1.0, atol=1e-3)
+
+
+def test_hyperparameter_fit_lowers_nll():
+    p0 = params(ls=3.0, noise=1e-2)
+    nll0 = gp.neg_log_marginal_likelihood(KERNEL, p0, X, Y, MASK, 1e-6)
+    p1 = gp.fit_hyperparameters(KERNEL, p0, X, Y, MASK, 1e-6, 50)
+    nll1 = gp.neg_log_marginal_likelihood(KERNEL, p1, X, Y, MASK, 1e-6)
+    assert float(nll1) < float(nll0)
+    assert p1.log_length_scale.shape == (D,)
+
+
+def test_lbfgs_never_worse_than_start_and_stays_in_cube():
+    post = gp.fit(KERNEL, params(), X, Y, MASK, 1e-6)
+
+    def score(q):
+        m, s = gp.predict(KERNEL, post, q)
+        return hx.EI().score(m, s, jnp.max(jnp.where(MASK, Y, -jnp.inf)))
+
+    starts = jax.random.uniform(jax.random.PRNGKey(2), (6, D))
+    xs, vals = gp.maximize_acquisition(score, starts, 10)
+    assert bool(jnp.all(vals >= score(starts)))
+    assert bool(jnp.all((xs >= 0) & (xs <= 1)))
+    np.testing.assert_allclose(vals, score(xs), rtol=1e-5)
+    assert float(vals.max()) > float(score(starts).max())
