@@ -298,7 +298,7 @@ def _candidates(key, x_best, n: int, d: int) -> Array:
     uniform = jax.random.uniform(k_u, (n - n_local, d), x_best.dtype)
     # Radii log-uniform in [1e-3, 0.2]: from fine exploitation to a wide neighbourhood.
     radius = jnp.exp(jax.random.uniform(k_s, (n_local, 1), x_best.dtype, math.log(1e-3), math.log(0.2)))
-    local = x_best + radius * jax.random.normal(k_l, (n_local, d), x_best.dtype)
+    local = x_best[None, :] + radius * jax.random.normal(k_l, (n_local, d), x_best.dtype)
     return jnp.concatenate([uniform, jnp.clip(local, 0.0, 1.0)])
 
 

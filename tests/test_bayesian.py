@@ -1,0 +1,214 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hyperoptax as hx
+from helpers import BRANIN_MIN, BRANIN_SPACE, MIXED_SPACE, branin, check_in_space, mixed_objective
+
+KEY = jax.random.PRNGKey(0)
+SMALL = dict(n_candidates=32, n_restarts=2, n_lbfgs_steps=3, n_hparam_steps=5)
+
+
+@pytest.fixture(scope="module")
+def branin_opt():
+    return hx.BayesianSearch.init(BRANIN_SPACE, n_max=12, maximize=False, n_parallel=3, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def mixed_opt():
+    return hx.BayesianSearch.init(MIXED_SPACE, n_max=16, maximize=False, n_parallel=4, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def mixed_run(mixed_opt):
+    state, opt = mixed_opt
+    return opt.optimize(state, KEY, mixed_objective, 3)
+
+
+def test_defaults_match_the_reference():
+    opt = hx.BayesianSearch()
+    assert isinstance(opt.kernel, hx.Matern) and opt.kernel.nu == 0.5
+    assert isinstance(opt.acquisition, hx.PI) and opt.acquisition.xi == 0.01
+    assert isinstance(opt.hallucination, hx.SampleHallucination)
+    assert (opt.jitter, opt.n_candidates, opt.n_restarts, opt.n_lbfgs_steps, opt.n_hparam_steps,
+            opt.n_warmup, opt.maximize, opt.n_parallel) == (1e-6, 1000, 2, 10, 20, 1, True, 4)
+    state, _ = hx.BayesianSearch.init(BRANIN_SPACE)
+    assert state.X.shape == (200, 2) and state.y.shape == (200,) and state.mask.shape == (200,)
+    assert state.log_length_scale.shape == (2,)
+    np.testing.assert_allclose(state.log_length_scale, 0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [
+        (dict(n_parallel=0), ValueError),
+        (dict(n_candidates=0), ValueError),
+        (dict(n_candidates=2, n_restarts=3), ValueError),
+        (dict(n_hparam_steps=-1), ValueError),
+        (dict(n_warmup=1.5), TypeError),
+        (dict(maximize="yes"), TypeError),
+        (dict(jitter=-1.0), ValueError),
+        (dict(kernel="rbf"), TypeError),
+    ],
+)
+def test_bad_configuration(kwargs, exc):
+    with pytest.raises(exc, match="BayesianSearch"):
+        hx.BayesianSearch(**kwargs)
+
+
+def test_batches_valid_typed_and_distinct(mixed_opt, mixed_run):
+    state, opt = mixed_opt
+    final, (ph, rh) = mixed_run
+    assert int(final.mask.sum()) == 12
+    for p in ph:
+        check_in_space(p, MIXED_SPACE, 4)
+    nxt = opt.get_next_params(final, KEY)
+    check_in_space(nxt, MIXED_SPACE, 4)
+    rows = np.stack([np.asarray(nxt[k], float) for k in sorted(nxt)], axis=1)
+    assert len(np.unique(rows, axis=0)) == 4
+
+
+def test_state_keeps_raw_values_and_results(mixed_opt, mixed_run):
+    final, (ph, rh) = mixed_run
+    np.testing.assert_allclose(final.y[:12], np.concatenate(rh), rtol=1e-6)
+    lr = np.concatenate([p["lr"] for p in ph])
+    leaves = jax.tree_util.tree_leaves(MIXED_SPACE, is_leaf=lambda s: isinstance(s, hx.Space))
+    col = [i for i, s in enumerate(leaves) if isinstance(s, hx.LogSpace) and not isinstance(s, hx.QLogSpace)][0]
+    np.testing.assert_allclose(final.X[:12, col], lr, rtol=1e-6)
+
+
+def test_best_result_and_params_minimize(mixed_opt, mixed_run):
+    _, opt = mixed_opt
+    final, (ph, rh) = mixed_run
+    best = float(opt.best_result(final))
+    assert best == pytest.approx(float(np.min(np.concatenate(rh))))
+    bp = opt.best_params(final)
+    assert bp["layers"].shape == () and bp["layers"].dtype == jnp.int32
+    assert float(mixed_objective(KEY, bp)) == pytest.approx(best, rel=1e-5)
+
+
+def test_update_writes_next_slots_and_overflow_keeps_first(branin_opt):
+    state, opt = branin_opt
+    X = jnp.array([[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]])
+    for i in range(4):
+        state = opt.update_state(state, KEY, jnp.arange(3.0) + 3 * i, X)
+    assert bool(state.mask.all())
+    np.testing.assert_allclose(state.y, np.arange(12.0))
+    full = opt.update_state(state, KEY, jnp.full(3, -100.0), X)
+    np.testing.assert_array_equal(full.y, state.y)
+    partial = eqx.tree_at(lambda s: s.mask, state, state.mask.at[10:].set(False))
+    partial = opt.update_state(partial, KEY, jnp.array([7.0, 8.0, 9.0]), X)
+    np.testing.assert_allclose(partial.y[10:], [7.0, 8.0])
+
+
+def test_update_rejects_wrong_shapes(branin_opt):
+    state, opt = branin_opt
+    with pytest.raises(ValueError, match=r"\(3, 2\)"):
+        opt.update_state(state, KEY, jnp.zeros(3), jnp.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        opt.update_state(state, KEY, jnp.zeros(3), {"x1": jnp.zeros(2), "x2": jnp.zeros(2)})
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        opt.update_state(state, KEY, jnp.zeros(4), jnp.zeros((3, 2)))
+
+
+def test_hparam_fit_moves_length_scales(branin_opt):
+    state, opt = branin_opt
+    state, _ = opt.optimize(state, KEY, branin, 2)
+    assert not np.allclose(state.log_length_scale, 0.0)
+    assert bool(jnp.all(jnp.isfinite(state.log_length_scale)))
+
+
+def test_default_iterations_fill_the_buffer(branin_opt):
+    state, opt = branin_opt
+    state = opt.update_state(state, KEY, jnp.ones(3), jnp.ones((3, 2)))
+    final, (ph, rh) = opt.optimize_scan(state, KEY, branin)
+    assert rh.shape == (3, 3)  # ceil(9 / 3)
+    assert bool(final.mask.all())
+
+
+def test_nan_and_inf_results_never_poison(branin_opt):
+    state, opt = branin_opt
+    X = jnp.array([[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]])
+    state = opt.update_state(state, KEY, jnp.array([jnp.nan, 5.0, jnp.inf]), X)
+    state = opt.update_state(state, KEY, jnp.array([jnp.nan, jnp.nan, jnp.nan]), X + 1)
+    assert float(opt.best_result(state)) == 5.0
+    assert np.isnan(np.asarray(state.y[0]))  # kept as reported
+    p = opt.get_next_params(state, KEY)
+    check_in_space(p, BRANIN_SPACE, 3)
+    assert bool(jnp.all(jnp.isfinite(state.log_length_scale)))
+
+
+def test_all_failed_falls_back_to_random(branin_opt):
+    state, opt = branin_opt
+    state = opt.update_state(state, KEY, jnp.full(3, jnp.nan), jnp.ones((3, 2)))
+    assert np.isnan(float(opt.best_result(state)))
+    check_in_space(opt.get_next_params(state, KEY), BRANIN_SPACE, 3)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    scale=st.sampled_from([1e-12, 1e-3, 1.0, 1e6, 1e12]),
+    offset=st.sampled_from([0.0, -1e3, 1e6]),
+    n_bad=st.integers(0, 3),
+    duplicate=st.booleans(),
+    constant=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_suggestions_always_finite_in_bounds_and_typed(
+    branin_opt, scale, offset, n_bad, duplicate, constant, seed
+):
+    state, opt = branin_opt
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    for i, k in enumerate((k1, k2)):
+        p = hx.RandomSearch(n_parallel=3).get_next_params(state, k)
+        if duplicate:
+            p = jax.tree_util.tree_map(lambda v: jnp.full_like(v, v[0]), p)
+        y = jnp.ones(3) if constant else jax.vmap(branin)(jax.random.split(k, 3), p)
+        y = y * scale + offset
+        if i == 1 and n_bad:
+            y = y.at[:n_bad].set(jnp.array([jnp.nan, jnp.inf, -jnp.inf])[:n_bad])
+        state = opt.update_state(state, k, y, p)
+    check_in_space(opt.get_next_params(state, k3), BRANIN_SPACE, 3)
+    assert bool(jnp.all(jnp.isfinite(state.log_length_scale)))
+    assert bool(jnp.isfinite(state.log_noise)) and bool(jnp.isfinite(state.log_output_scale))
+
+
+def test_each_hallucination_changes_the_batch(branin_opt):
+    state, opt = branin_opt
+    state, _ = opt.optimize(state, KEY, branin, 2)
+    batches = []
+    for h in (hx.MeanHallucination(), hx.UCBHallucination(kappa=3.0), hx.ConstantHallucination(value=-3.0),
+              hx.SampleHallucination()):
+        o = eqx.tree_at(lambda o: o.hallucination, opt, h)
+        batches.append(np.stack([o.get_next_params(state, KEY)[k] for k in ("x1", "x2")], 1))
+    for a in batches:
+        np.testing.assert_allclose(a[0], batches[0][0], rtol=1e-6)  # first pick needs no hallucination
+    for i in range(len(batches)):
+        for j in range(i + 1, len(batches)):
+            assert not np.allclose(batches[i][1:], batches[j][1:])
+
+
+def test_optimize_scan_vmaps_over_seeds(branin_opt):
+    state, opt = branin_opt
+    keys = jax.random.split(KEY, 3)
+    final, (ph, rh) = eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin, 2))(keys)
+    assert rh.shape == (3, 2, 3) and ph["x1"].shape == (3, 2, 3)
+    assert final.y.shape == (3, 12)
+    assert not np.allclose(rh[0], rh[1])
+    single, (_, r0) = opt.optimize_scan(state, keys[0], branin, 2)
+    # Same search; float32 batching changes rounding in the L-BFGS refinement only.
+    np.testing.assert_allclose(rh[0], r0, rtol=1e-3)
+
+
+def test_finds_branin_optimum():
+    state, opt = hx.BayesianSearch.init(
+        BRANIN_SPACE, n_max=30, maximize=False, n_parallel=1,
+        kernel=hx.Matern(nu=2.5), acquisition=hx.EI(), n_candidates=256,
+    )
+    final, _ = opt.optimize(state, KEY, branin)
+    # Random search needs hundreds of evaluations for this; the GP needs 30.
+    assert float(opt.best_result(final)) - BRANIN_MIN < 0.05
