@@ -1,0 +1,60 @@
+"""Benchmark problems: (space, objective to minimise, optimum value, evaluation budget)."""
+
+import math
+
+import jax.numpy as jnp
+
+import hyperoptax as hx
+
+
+def _vec(p, n):
+    return jnp.stack([p[f"x{i}"] for i in range(n)])
+
+
+def branin(key, p):
+    x1, x2 = p["x0"], p["x1"]
+    b, c, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * jnp.cos(x1) + 10
+
+
+_H_A = jnp.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
+                  [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
+_H_P = 1e-4 * jnp.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+                         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
+_H_ALPHA = jnp.array([1.0, 1.2, 3.0, 3.2])
+
+
+def hartmann6(key, p):
+    x = _vec(p, 6)
+    return -jnp.sum(_H_ALPHA * jnp.exp(-jnp.sum(_H_A * (x[None, :] - _H_P) ** 2, axis=1)))
+
+
+def ackley5(key, p):
+    x = _vec(p, 5)
+    return (-20 * jnp.exp(-0.2 * jnp.sqrt(jnp.mean(x**2))) - jnp.exp(jnp.mean(jnp.cos(2 * math.pi * x)))
+            + 20 + math.e)
+
+
+def rosenbrock4(key, p):
+    x = _vec(p, 4)
+    return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+def mixed(key, p):
+    # HPO-shaped: log learning rate, integer layers, log-integer width, linear dropout.
+    return ((jnp.log10(p["lr"]) + 2.5) ** 2 + 0.3 * (p["layers"] - 3) ** 2
+            + 0.5 * (jnp.log2(p["width"]) - 7) ** 2 + 4 * (p["dropout"] - 0.2) ** 2)
+
+
+def _box(n, lo, hi):
+    return {f"x{i}": hx.LinearSpace(lo, hi) for i in range(n)}
+
+
+PROBLEMS = {
+    "branin": ({"x0": hx.LinearSpace(-5.0, 10.0), "x1": hx.LinearSpace(0.0, 15.0)}, branin, 0.397887, 50),
+    "hartmann6": (_box(6, 0.0, 1.0), hartmann6, -3.32237, 100),
+    "ackley5": (_box(5, -5.0, 5.0), ackley5, 0.0, 100),
+    "rosenbrock4": (_box(4, -2.0, 2.0), rosenbrock4, 0.0, 100),
+    "mixed": ({"lr": hx.LogSpace(1e-5, 1e-1), "layers": hx.QLinearSpace(1, 6),
+               "width": hx.QLogSpace(8, 1024), "dropout": hx.LinearSpace(0.0, 0.5)}, mixed, 0.0, 60),
+}
