@@ -16,7 +16,8 @@ import hyperoptax as hx  # noqa: E402
 from problems import PROBLEMS  # noqa: E402
 
 CONFIGS = {
-    "defaults (n_parallel=1)": lambda: dict(n_parallel=1),
+    "defaults": lambda: dict(),
+    "defaults, n_parallel=1": lambda: dict(n_parallel=1),
     "Matern2.5+EI": lambda: dict(n_parallel=1, kernel=hx.Matern(nu=2.5), acquisition=hx.EI()),
 }
 

@@ -20,7 +20,8 @@ __all__ = ["BaseKernel", "RBF", "Matern"]
 def _scaled_sqdist(x: Float[Array, "n d"], y: Float[Array, "m d"], length_scale) -> Float[Array, "n m"]:
     ls = jnp.broadcast_to(jnp.asarray(length_scale, x.dtype), x.shape[-1:])[None, :]
     x, y = x / ls, y / ls
-    # Direct differences: exact zeros on the diagonal, unlike the |x|^2 + |y|^2 - 2xy form.
+    # Direct differences: exact at small distances, which float32 needs near the optimum
+    # (the |x|^2 + |y|^2 - 2 x.y form loses them to cancellation).
     return jnp.sum((x[:, None, :] - y[None, :, :]) ** 2, axis=-1)
 
 
