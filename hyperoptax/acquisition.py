@@ -44,14 +44,11 @@ def _check_nonnegative(owner: str, name: str, value) -> None:
         raise ValueError(f"{owner}: `{name}` must be finite and non-negative, got {value!r}.")
 
 
-def _z(mean, std, y_max, xi, owner):
+def _z(mean, std, y_max, margin, owner):
     if y_max is None:
         raise ValueError(f"{owner}: `y_max` (the best value observed so far) is required.")
     std = jnp.maximum(std, _MIN_STD)
-    # The margin xi is in units of the posterior std: it asks uncertain points for a
-    # proportionate improvement and vanishes where the model is sure, so fine local
-    # improvements near the incumbent stay reachable at any scale.
-    return (mean - y_max) / std - xi, std
+    return (mean - y_max - margin) / std, std
 
 
 def _log_h(z):
@@ -90,7 +87,9 @@ class BaseAcquisition(eqx.Module):
 class EI(BaseAcquisition):
     """Expected Improvement over `y_max + xi * std`.
 
-    `xi` is an exploration margin in units of the posterior standard deviation.
+    `xi` is an exploration margin in units of the posterior standard deviation at the
+    candidate: it asks uncertain points for a proportionate improvement and fades where
+    the model is sure, so fine improvements near the incumbent stay reachable.
     """
 
     xi: ArrayLike = 0.01
@@ -99,18 +98,20 @@ class EI(BaseAcquisition):
         _check_nonnegative("EI", "xi", self.xi)
 
     def __call__(self, mean, std, y_max=None):
-        z, std = _z(mean, std, y_max, self.xi, "EI")
+        z, std = _z(mean, std, y_max, self.xi * std, "EI")
         return std * jnp.exp(_log_h(z))
 
     def score(self, mean, std, y_max=None):
-        z, std = _z(mean, std, y_max, self.xi, "EI")
+        z, std = _z(mean, std, y_max, self.xi * std, "EI")
         return jnp.log(std) + _log_h(z)
 
 
 class PI(BaseAcquisition):
-    """Probability of Improvement over `y_max + xi * std`.
+    """Probability of Improvement over `y_max + xi`.
 
-    `xi` is an exploration margin in units of the posterior standard deviation.
+    `xi` is an absolute margin on the model's standardised scale. It must not shrink
+    with the posterior std: without a fixed margin PI is maximised by infinitesimal
+    improvements right next to the incumbent and stops exploring.
     """
 
     xi: ArrayLike = 0.01

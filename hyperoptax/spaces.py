@@ -192,6 +192,21 @@ class LogSpace(LinearSpace):
         return _Column(math.log(lo), math.log(hi), True, False, lo, hi, (), _float_dtype())
 
 
+def _check_integer_space(space) -> None:
+    name = type(space).__name__
+    _check_int_dtype(name, space.datatype)
+    _integer_bounds(name, float(space.lower_bound), float(space.upper_bound))
+
+
+def _integer_column(space, log: bool) -> _Column:
+    ilo, ihi = _integer_bounds(type(space).__name__, space.lower_bound, space.upper_bound)
+    # Each integer k owns the cell [k - 0.5, k + 0.5] (in log space for log spaces).
+    lo, hi = ilo - 0.5, ihi + 0.5
+    if log:
+        lo, hi = math.log(lo), math.log(hi)
+    return _Column(lo, hi, log, True, ilo, ihi, (), space.datatype)
+
+
 class QLinearSpace(LinearSpace):
     """Quantized (integer) variant of `LinearSpace`.
 
@@ -202,13 +217,10 @@ class QLinearSpace(LinearSpace):
     datatype: Any = eqx.field(default=jnp.int32, static=True)
 
     def __check_init__(self):
-        name = type(self).__name__
-        _check_int_dtype(name, self.datatype)
-        _integer_bounds(name, float(self.lower_bound), float(self.upper_bound))
+        _check_integer_space(self)
 
     def _column(self) -> _Column:
-        ilo, ihi = _integer_bounds(type(self).__name__, self.lower_bound, self.upper_bound)
-        return _Column(ilo - 0.5, ihi + 0.5, False, True, ilo, ihi, (), self.datatype)
+        return _integer_column(self, log=False)
 
 
 class QLogSpace(LogSpace):
@@ -221,15 +233,10 @@ class QLogSpace(LogSpace):
     datatype: Any = eqx.field(default=jnp.int32, static=True)
 
     def __check_init__(self):
-        name = type(self).__name__
-        _check_int_dtype(name, self.datatype)
-        _integer_bounds(name, float(self.lower_bound), float(self.upper_bound))
+        _check_integer_space(self)
 
     def _column(self) -> _Column:
-        ilo, ihi = _integer_bounds(type(self).__name__, self.lower_bound, self.upper_bound)
-        # Cell edges in log space: each integer owns [k - 0.5, k + 0.5].
-        lo, hi = math.log(ilo - 0.5), math.log(ihi + 0.5)
-        return _Column(lo, hi, True, True, ilo, ihi, (), self.datatype)
+        return _integer_column(self, log=True)
 
 
 def _to_discrete_values(values: Any) -> tuple:

@@ -22,9 +22,9 @@ def test_pi_and_ucb_closed_form():
     np.testing.assert_allclose(hx.UCB(kappa=3.0)(mean, std), mean + 3.0 * std, rtol=1e-6)
 
 
-def test_xi_adds_exploration_margin_in_std_units():
+def test_xi_margins_absolute_for_pi_std_relative_for_ei():
     mean, std = jnp.array([1.0]), jnp.array([2.0])
-    np.testing.assert_allclose(hx.PI(xi=0.5)(mean, std, 0.0), norm.cdf(0.5 - 0.5), rtol=1e-6)
+    np.testing.assert_allclose(hx.PI(xi=0.5)(mean, std, 0.0), norm.cdf((1.0 - 0.5) / 2.0), rtol=1e-6)
     assert float(hx.EI(xi=0.5)(mean, std, 0.0)[0]) < float(hx.EI(xi=0.0)(mean, std, 0.0)[0])
 
 
@@ -68,3 +68,10 @@ def test_hallucinations():
     assert float(hx.ConstantHallucination(value=-1.0)(m, s, KEY, 3.0)) == -1.0
     draws = jax.vmap(lambda k: hx.SampleHallucination()(m, s, k, 3.0))(jax.random.split(KEY, 4000))
     assert abs(float(draws.mean()) - 1.0) < 0.05 and abs(float(draws.std()) - 0.5) < 0.05
+
+
+def test_ei_margin_scales_with_std():
+    # EI's margin is xi * std: identical z for (mean, std) and (2 mean, 2 std) around 0.
+    a = hx.EI(xi=0.3)(jnp.array([1.0]), jnp.array([1.0]), 0.0)
+    b = hx.EI(xi=0.3)(jnp.array([2.0]), jnp.array([2.0]), 0.0)
+    np.testing.assert_allclose(2 * a, b, rtol=1e-5)

@@ -1,3 +1,4 @@
+import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -212,3 +213,45 @@ def test_finds_branin_optimum():
     final, _ = opt.optimize(state, KEY, branin)
     # Random search needs hundreds of evaluations for this; the GP needs 30.
     assert float(opt.best_result(final)) - BRANIN_MIN < 0.05
+
+
+def test_warmup_ignores_data_then_gp_drives(branin_opt):
+    state0, opt = branin_opt
+    opt = dataclasses.replace(opt, n_warmup=2)
+    X = jnp.array([[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]])
+    one = opt.update_state(state0, KEY, jnp.array([1.0, 2.0, 3.0]), X)
+    two = opt.update_state(one, KEY, jnp.array([4.0, 5.0, 6.0]), X + 1)
+    p0, p1, p2 = (opt.get_next_params(s, KEY) for s in (state0, one, two))
+    # Fewer than n_warmup * n_parallel = 6 results: the suggestion does not look at them.
+    np.testing.assert_array_equal(p0["x1"], p1["x1"])
+    assert not np.allclose(p1["x1"], p2["x1"])
+
+
+def test_float64_search_runs_in_float64(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+        import hyperoptax as hx
+        from helpers import BRANIN_SPACE, branin
+        state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=8, maximize=False, n_parallel=2,
+                                            n_candidates=16, n_lbfgs_steps=2, n_hparam_steps=3)
+        state, (ph, rh) = opt.optimize(state, jax.random.PRNGKey(0), branin)
+        assert state.X.dtype == jnp.float64 and state.y.dtype == jnp.float64, state.X.dtype
+        assert state.log_length_scale.dtype == jnp.float64
+        assert ph[-1]["x1"].dtype == jnp.float64
+        assert bool(jnp.isfinite(opt.best_result(state)))
+        print("ok")
+        """
+    )
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ok" in out.stdout
