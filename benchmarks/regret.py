@@ -2,6 +2,7 @@
 
     python benchmarks/regret.py            # 10 seeds, full budgets
     python benchmarks/regret.py --quick    # 3 seeds, a smoke run
+    python benchmarks/regret.py --x64 --configs Matern2.5+EI   # float64
 """
 
 import argparse
@@ -47,10 +48,14 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS))
+    ap.add_argument("--configs", nargs="*", default=["random", *CONFIGS])
+    ap.add_argument("--x64", action="store_true", help="run in float64")
     args = ap.parse_args()
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
     seeds = range(3 if args.quick else args.seeds)
     budget = 15 if args.quick else None
-    names = ["random", *CONFIGS]
+    names = args.configs
     print(f"| problem (evals) | {' | '.join(names)} |")
     print("|---" * (len(names) + 1) + "|")
     for prob in args.problems:
