@@ -208,25 +208,27 @@ def maximize_acquisition(
     Returns the refined points and their scores; a refinement that ends worse than its
     start (or non-finite) is replaced by the start, so no result is worse than its start.
     """
-    opt = optax.lbfgs()
+    # L-BFGS directions without a line search: each step is capped at 0.1 of the unit
+    # cube (a trust region), and the best iterate is kept. One value-and-gradient per
+    # step keeps this cheap to run and to compile, unlike a line-search loop.
+    opt = optax.chain(optax.scale_by_lbfgs(), optax.scale(-1.0), optax.clip_by_global_norm(0.1))
 
     def neg(x):
         return -score(jnp.clip(x, 0.0, 1.0)[None, :])[0]
 
-    value_and_grad = optax.value_and_grad_from_state(neg)
-
     def refine(x0):
         def step(carry, _):
-            x, s = carry
-            v, g = value_and_grad(x, state=s)
+            x, s, best_x, best_v = carry
+            v, g = jax.value_and_grad(neg)(x)
             g = jnp.where(jnp.isfinite(g), g, 0.0)
-            u, s = opt.update(g, s, x, value=v, grad=g, value_fn=neg)
-            # No projection here: it would desynchronise the line search's cached value;
-            # `neg` already evaluates at the clipped point.
-            return (optax.apply_updates(x, u), s), None
+            better = v < best_v
+            best_x, best_v = jnp.where(better, x, best_x), jnp.where(better, v, best_v)
+            u, s = opt.update(g, s, x)
+            return (optax.apply_updates(x, u), s, best_x, best_v), None
 
-        (x, _), _ = jax.lax.scan(step, (x0, opt.init(x0)), None, length=n_steps)
-        return jnp.clip(x, 0.0, 1.0)
+        inf = jnp.asarray(jnp.inf, x0.dtype)
+        (x, _, best_x, best_v), _ = jax.lax.scan(step, (x0, opt.init(x0), x0, inf), None, length=n_steps)
+        return jnp.clip(jnp.where(neg(x) < best_v, x, best_x), 0.0, 1.0)
 
     refined = jax.vmap(refine)(starts)
     v_ref, v_start = score(refined), score(starts)
