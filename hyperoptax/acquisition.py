@@ -1,8 +1,11 @@
 """Acquisition functions and Kriging Believer hallucination strategies.
 
-Both work on the model's internal scale: `BayesianSearch` standardises the observed
-results and orients them so that larger is better, then calls these with the posterior
-`mean`, `std` and the best value `y_max` on that scale.
+Both work on the model's internal scale. `BayesianSearch` orients the observed results
+so that larger is better, warps and standardises them for the GP, and then rescales so
+that 1.0 is the range of results observed so far (an improvement on the best by 1.0
+would beat it by the whole observed range). Acquisitions and hallucinations get the
+posterior `mean`, `std` and the best observed value `y_max` on that scale, so absolute
+margins such as `PI(xi=0.01)` mean "1% of the observed range" for any objective.
 """
 
 from __future__ import annotations
@@ -109,9 +112,11 @@ class EI(BaseAcquisition):
 class PI(BaseAcquisition):
     """Probability of Improvement over `y_max + xi`.
 
-    `xi` is an absolute margin on the model's standardised scale. It must not shrink
-    with the posterior std: without a fixed margin PI is maximised by infinitesimal
-    improvements right next to the incumbent and stops exploring.
+    `xi` is an absolute margin on the model's internal scale, a fraction of the range of
+    results observed so far: the default asks for an improvement of 1% of that range.
+    The margin must not shrink with the posterior std, and must not be tiny: PI is
+    maximised about `xi / slope` away from the incumbent, so a vanishing margin creeps
+    along in infinitesimal steps and stops exploring.
     """
 
     xi: ArrayLike = 0.01
@@ -145,7 +150,8 @@ class BaseHallucination(eqx.Module):
 
     `h(mean, std, key, y_max) -> scalar` gives the pseudo-observation recorded at a point
     already chosen for the current batch, so the next pick of the batch goes elsewhere.
-    All values are on the model's internal scale (standardised, larger is better). Any
+    All values are on the model's internal scale (larger is better, 1.0 is the observed
+    range of results; see the module docstring). Any
     callable with this signature can be used; subclassing is optional.
     """
 
@@ -183,7 +189,8 @@ class UCBHallucination(BaseHallucination):
 class ConstantHallucination(BaseHallucination):
     """Constant liar: hallucinate with `y_max`, or with a fixed `value` when given.
 
-    A fixed `value` is on the model's internal scale (standardised, larger is better).
+    A fixed `value` is on the model's internal scale (larger is better, centred on the
+    typical observed result, 1.0 is the observed range).
     """
 
     value: ArrayLike | None = None

@@ -65,6 +65,12 @@ def _model_targets(y, mask, maximize: bool):
     model "not here" without poisoning it. The warp `-log1p(gap / median gap)` of the
     gap to the best value is monotone: it spreads out values near the best and
     compresses far-off bad ones, which is what the search needs to resolve.
+
+    Also returns `unit`: how many standardised units an improvement on the best by the
+    whole observed range of results is worth (through the warp's slope at the best).
+    Acquisitions and hallucinations see values divided by `unit`, so a margin such as
+    `PI(xi=0.01)` means "beat the best by 1% of the observed range", whatever the
+    objective's scale or the number of observations.
     """
     f = y if maximize else -y
     finite = mask & jnp.isfinite(f)
@@ -81,7 +87,10 @@ def _model_targets(y, mask, maximize: bool):
     mean = jnp.sum(jnp.where(mask, g, 0.0)) / n
     std = jnp.sqrt(jnp.sum(jnp.where(mask, (g - mean) ** 2, 0.0)) / n)
     std = jnp.where(std > 0, std, 1.0)
-    return jnp.where(mask, (g - mean) / std, 0.0)
+    z = jnp.where(mask, (g - mean) / std, 0.0)
+    unit = jnp.nanmax(gap) / (scale * std)
+    unit = jnp.where(jnp.isfinite(unit) & (unit > 0), unit, 1.0)
+    return z, unit
 
 
 class BayesianSearch(Optimizer):
@@ -276,7 +285,7 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, X_new) -> 
     if opt.n_hparam_steps == 0:
         return state
     flat = flatten_space(state.space)
-    U, z = _unit_inputs(flat, state), _model_targets(state.y, state.mask, opt.maximize)
+    U, (z, _) = _unit_inputs(flat, state), _model_targets(state.y, state.mask, opt.maximize)
 
     def refit():
         return gp.fit_hyperparameters(
@@ -322,7 +331,7 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
     n_max, d, P = state.X.shape[0], flat.n_params, opt.n_parallel
     params = _gp_params(state)
     U = _unit_inputs(flat, state)
-    z = _model_targets(state.y, state.mask, opt.maximize)
+    z, unit = _model_targets(state.y, state.mask, opt.maximize)
     i_best = jnp.argmax(jnp.where(state.mask, z, -jnp.inf))
     x_best, y_best = U[i_best], z[i_best]
     snaps = bool(flat.integer.any())
@@ -339,7 +348,7 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
 
         def score(Xq):
             mean, std = gp.predict(opt.kernel, post, Xq)
-            s = opt.acquisition.score(mean, std, y_best)
+            s = opt.acquisition.score(mean / unit, std / unit, y_best / unit)
             return jnp.where(jnp.isnan(s), -jnp.inf, s)
 
         def penalised(Xq):
@@ -359,7 +368,7 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
             s_c = jnp.concatenate([s_c, penalised(refined)])
         x = cands[jnp.argmax(s_c)]
         mean, std = gp.predict(opt.kernel, post, x[None, :])
-        h = opt.hallucination(mean[0], std[0], k_hall, y_best)
+        h = unit * opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit)
         slot = n_max + j
         return (X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x
 
