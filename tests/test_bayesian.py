@@ -259,3 +259,32 @@ def test_float64_search_runs_in_float64(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ok" in out.stdout
+
+
+def test_pi_margin_is_a_fraction_of_the_observed_range():
+    from hyperoptax.bayesian import _model_targets
+
+    y = jnp.array([10.0, 10.0 - 1e-3, 7.0, 4.0, 0.0, 0.0])
+    mask = jnp.array([True] * 5 + [False])
+    z, unit = _model_targets(y, mask, True)
+    # Near the best, one unit of the acquisitions' scale is worth the observed range (10).
+    slope = (z[0] - z[1]) / 1e-3
+    np.testing.assert_allclose(unit, slope * 10.0, rtol=1e-2)
+    # Changing the objective's units or offset changes nothing the model sees.
+    z2, unit2 = _model_targets(1e3 * y - 5.0, mask, True)
+    np.testing.assert_allclose(z2, z, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(unit2, unit, rtol=1e-4)
+
+
+def test_default_pi_explores_instead_of_creeping():
+    # PI is maximised about xi / slope from the incumbent; with the margin measured in
+    # the observed range the default takes real steps, a tiny margin only creeps.
+    def median_step(xi):
+        state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=24, maximize=False, n_parallel=1,
+                                            n_candidates=128, acquisition=hx.PI(xi=xi))
+        final, _ = opt.optimize(state, KEY, branin)
+        U = (np.asarray(final.X) - np.array([-5.0, 0.0])) / 15.0
+        return np.median(np.linalg.norm(np.diff(U[4:], axis=0), axis=1))
+
+    assert median_step(0.01) > 0.01
+    assert median_step(1e-4) < 0.005
