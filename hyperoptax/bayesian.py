@@ -219,10 +219,9 @@ class BayesianSearch(Optimizer):
             params: the batched params pytree from `get_next_params` (each leaf
                 `(n_parallel,)`) or a raw `(n_parallel, n_params)` array.
         """
-        flat = flatten_space(state.space)
-        X_new = _params_matrix(params, flat, self.n_parallel)
+        _check_params(params, flatten_space(state.space), self.n_parallel)
         results = as_results(results, self.n_parallel, type(self).__name__)
-        return _update(self, state, results, X_new)
+        return _update(self, state, results, params)
 
     def best_result(self, state: BayesianSearchState) -> Array:
         """The best finite observed raw result (max if `maximize`, min otherwise); NaN if none."""
@@ -241,24 +240,33 @@ class BayesianSearch(Optimizer):
         return jnp.argmax(jnp.where(ok, f, -jnp.inf))
 
 
-def _params_matrix(params, flat: FlatSpace, n_parallel: int) -> Array:
-    """Validate a batch of params (pytree or raw matrix) and return it as `(n, d)` floats."""
+def _check_params(params, flat: FlatSpace, n_parallel: int) -> None:
+    """Check that a batch of params is a pytree or raw matrix of the expected shape."""
     expected = f"a params pytree with {flat.n_params} leaves of shape ({n_parallel},) " \
                f"or an array of shape ({n_parallel}, {flat.n_params})"
-    if isinstance(params, jax.Array | np.ndarray) and jnp.ndim(params) == 2:
+    if _is_matrix(params):
         if params.shape != (n_parallel, flat.n_params):
             raise ValueError(
                 f"BayesianSearch.update_state: `params` must be {expected}; got an array of "
                 f"shape {params.shape}."
             )
-        return jnp.asarray(params, _float_dtype())
-    leaves = jax.tree_util.tree_leaves(params)
-    shapes = [jnp.shape(leaf) for leaf in leaves]
-    if len(leaves) != flat.n_params or any(s != (n_parallel,) for s in shapes):
+        return
+    shapes = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(params)]
+    if len(shapes) != flat.n_params or any(s != (n_parallel,) for s in shapes):
         raise ValueError(
             f"BayesianSearch.update_state: `params` must be {expected}; got leaves of "
             f"shapes {shapes}."
         )
+
+
+def _is_matrix(params) -> bool:
+    return isinstance(params, jax.Array | np.ndarray) and jnp.ndim(params) == 2
+
+
+def _params_matrix(params, flat: FlatSpace) -> Array:
+    """A checked batch of params (pytree or raw matrix) as `(n, d)` floats; traceable."""
+    if _is_matrix(params):
+        return jnp.asarray(params, _float_dtype())
     return flat.flatten(params)
 
 
@@ -271,7 +279,9 @@ def _unit_inputs(flat: FlatSpace, state: BayesianSearchState) -> Array:
 
 
 @eqx.filter_jit
-def _update(opt: BayesianSearch, state: BayesianSearchState, results, X_new) -> BayesianSearchState:
+def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) -> BayesianSearchState:
+    flat = flatten_space(state.space)
+    X_new = _params_matrix(params, flat)
     idx = jnp.sum(state.mask) + jnp.arange(opt.n_parallel)
     state = eqx.tree_at(
         lambda s: (s.X, s.y, s.mask),
@@ -284,7 +294,6 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, X_new) -> 
     )
     if opt.n_hparam_steps == 0:
         return state
-    flat = flatten_space(state.space)
     U, (z, _) = _unit_inputs(flat, state), _model_targets(state.y, state.mask, opt.maximize)
 
     def refit():

@@ -155,19 +155,35 @@ def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
 
 
 def _objective_grad(kernel, params, X, y, mask, jitter) -> GPParams:
-    """Gradient of NLL + negative log prior, without differentiating the Cholesky.
+    """Gradient of NLL + negative log prior in closed form, one factorisation per call.
 
-    dNLL/dK = (K^-1 - a a^T) / 2 with a = K^-1 y, so the gradient of
-    `sum(stop_gradient(dNLL/dK) * K(p))` is exactly the NLL gradient.
+    With `W = (K^-1 - a a^T) / 2`, `a = K^-1 y`, the NLL gradient is `sum(W * dK/dp)`.
+    For a stationary kernel `K = s^2 k(r^2)`, `r^2 = sum_k (dx_k / l_k)^2`, the derivatives
+    are `2 K` for log s, `noise` on the diagonal for log noise, and
+    `-2 s^2 k'(r^2) (dx_k / l_k)^2` for log l_k; `k'` comes from a JVP of the kernel's
+    profile, so every kernel gets this for free. Unlike reverse-mode through the
+    Cholesky, nothing is differentiated but the elementwise profile.
     """
-    post = fit(kernel, params, X, y, mask, jitter)
-    K_inv = jax.scipy.linalg.cho_solve((post.chol, True), jnp.eye(X.shape[0], dtype=X.dtype))
-    dK = 0.5 * (K_inv - post.alpha[:, None] * post.alpha[None, :])
-
-    def surrogate(q):
-        return jnp.sum(dK * _masked_gram(kernel, q, X, mask, jitter)) + _neg_log_prior(q)
-
-    return jax.grad(surrogate)(params)
+    n, f = X.shape[0], X.dtype
+    ls = jnp.exp(params.log_length_scale)
+    sf2 = jnp.exp(2 * params.log_output_scale)
+    noise = jnp.exp(params.log_noise)
+    D2 = ((X[:, None, :] - X[None, :, :]) / ls[None, None, :]) ** 2
+    r2 = jnp.sum(D2, axis=-1)
+    prof, dprof = jax.jvp(kernel.profile, (r2,), (jnp.ones_like(r2),))
+    both = mask[:, None] & mask[None, :]
+    K = jnp.where(both, sf2 * prof, 0.0) + jnp.diag(jnp.where(mask, noise + jitter, 1.0))
+    eye = jnp.eye(n, dtype=f)
+    L_inv = jax.scipy.linalg.solve_triangular(_cholesky(K, jitter), eye, lower=True)
+    K_inv = L_inv.T @ L_inv
+    a = K_inv @ jnp.where(mask, y, 0.0)
+    W = jnp.where(both, 0.5 * (K_inv - a[:, None] * a[None, :]), 0.0)
+    prior = jax.grad(_neg_log_prior)(params)
+    return GPParams(
+        -2.0 * sf2 * jnp.einsum("ij,ijk->k", W * dprof, D2) + prior.log_length_scale,
+        2.0 * sf2 * jnp.sum(W * prof) + prior.log_output_scale,
+        noise * jnp.trace(W) + prior.log_noise,
+    )
 
 
 @typecheck

@@ -386,13 +386,23 @@ def _is_space(x: Any) -> bool:
     return isinstance(x, Space)
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_flat(columns, treedef, paths) -> FlatSpace:
-    return FlatSpace(columns, treedef, paths)
-
-
 def flatten_space(space: PyTree[Space]) -> FlatSpace:
     """Describe a pytree of spaces as per-column arrays (cached per space)."""
+    leaves, treedef = jax.tree_util.tree_flatten(space, is_leaf=_is_space)
+    try:
+        return _flatten_cached(treedef, tuple(leaves))
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+        return _flatten(space)
+
+
+@functools.lru_cache(maxsize=256)
+def _flatten_cached(treedef, leaves) -> FlatSpace:
+    return _flatten(jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+def _flatten(space) -> FlatSpace:
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(space, is_leaf=_is_space)
     for path, leaf in leaves_with_path:
         if not isinstance(leaf, Space):
@@ -404,4 +414,4 @@ def flatten_space(space: PyTree[Space]) -> FlatSpace:
         raise ValueError("The search space is empty: it must contain at least one Space.")
     columns = tuple(leaf._column() for _, leaf in leaves_with_path)
     paths = tuple(jax.tree_util.keystr(p) for p, _ in leaves_with_path)
-    return _cached_flat(columns, treedef, paths)
+    return FlatSpace(columns, treedef, paths)
