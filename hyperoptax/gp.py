@@ -221,12 +221,13 @@ def maximize_acquisition(
 ) -> tuple[Float[Array, "r d"], Float[Array, " r"]]:
     """Refine each start with `n_steps` of L-BFGS on `score`, inside the unit cube.
 
-    Returns the refined points and their scores; a refinement that ends worse than its
-    start (or non-finite) is replaced by the start, so no result is worse than its start.
+    Returns the best iterate of each refinement and its score. The start is the first
+    iterate, so no result is worse than its start; a non-finite score never wins.
     """
     # L-BFGS directions without a line search: each step is capped at 0.1 of the unit
     # cube (a trust region), and the best iterate is kept. One value-and-gradient per
-    # step keeps this cheap to run and to compile, unlike a line-search loop.
+    # step, traced once (the loop also scores the last iterate, so nothing else calls
+    # `score`), keeps this cheap to run and to compile.
     opt = optax.chain(optax.scale_by_lbfgs(), optax.scale(-1.0), optax.clip_by_global_norm(0.1))
 
     def neg(x):
@@ -243,10 +244,8 @@ def maximize_acquisition(
             return (optax.apply_updates(x, u), s, best_x, best_v), None
 
         inf = jnp.asarray(jnp.inf, x0.dtype)
-        (x, _, best_x, best_v), _ = jax.lax.scan(step, (x0, opt.init(x0), x0, inf), None, length=n_steps)
-        return jnp.clip(jnp.where(neg(x) < best_v, x, best_x), 0.0, 1.0)
+        init = (x0, opt.init(x0), x0, inf)
+        (_, _, best_x, best_v), _ = jax.lax.scan(step, init, None, length=n_steps + 1)
+        return jnp.clip(best_x, 0.0, 1.0), -best_v
 
-    refined = jax.vmap(refine)(starts)
-    v_ref, v_start = score(refined), score(starts)
-    better = jnp.isfinite(v_ref) & (v_ref >= v_start)
-    return jnp.where(better[:, None], refined, starts), jnp.where(better, v_ref, v_start)
+    return jax.vmap(refine)(starts)

@@ -309,7 +309,7 @@ class FlatSpace:
 
     @classmethod
     def from_columns(cls, columns):
-        return _cached_flat(columns, None, ())
+        return _flat_from_columns(tuple(columns))
 
     # -- vectorised maps; every array is (..., n_params) ------------------------------
 
@@ -400,6 +400,11 @@ def flatten_space(space: PyTree[Space]) -> FlatSpace:
 @functools.lru_cache(maxsize=256)
 def _flatten_cached(treedef, leaves) -> FlatSpace:
     return _flatten(jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+@functools.lru_cache(maxsize=256)
+def _flat_from_columns(columns) -> FlatSpace:
+    return FlatSpace(columns, None, ())
 
 
 def _flatten(space) -> FlatSpace:

@@ -211,12 +211,16 @@ def test_optimize_scan_vmaps_over_seeds(branin_opt):
 
 def test_finds_branin_optimum():
     state, opt = hx.BayesianSearch.init(
-        BRANIN_SPACE, n_max=30, maximize=False, n_parallel=1,
+        BRANIN_SPACE, n_max=50, maximize=False, n_parallel=1,
         kernel=hx.Matern(nu=2.5), acquisition=hx.EI(), n_candidates=256,
     )
-    final, _ = opt.optimize(state, KEY, branin)
-    # Random search needs hundreds of evaluations for this; the GP needs 30.
-    assert float(opt.best_result(final)) - BRANIN_MIN < 0.05
+    keys = jax.random.split(KEY, 5)
+    _, (_, rh) = eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin))(keys)
+    regret = np.min(np.asarray(rh), axis=(1, 2)) - BRANIN_MIN
+    # Random search has a median regret of about 0.5 after 50 evaluations (see
+    # benchmarks/RESULTS.md); the GP gets within 0.01 in a typical run. A run may still
+    # sit in a boundary basin (regret 1.55) at this budget, so the median is checked.
+    assert np.median(regret) < 0.01, regret
 
 
 def test_warmup_ignores_data_then_gp_drives(branin_opt):
