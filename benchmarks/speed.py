@@ -1,25 +1,46 @@
-"""Latency and compile time of BayesianSearch (float32, n_parallel=1 unless stated).
+"""Latency, compile time and scaling of BayesianSearch (float32, n_parallel=1 unless stated).
 
-    python benchmarks/speed.py
+    python benchmarks/speed.py                       # every table (about 10 minutes)
+    python benchmarks/speed.py --only latency        # one table: latency, observations,
+                                                     #   parameters, seeds, branin
+    python benchmarks/speed.py --quick               # small sizes, a smoke run
+
+Each configuration runs in a fresh process, so "first call" includes tracing and XLA
+compilation but not JAX's own start-up (importing jax, creating the CPU client).
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
 import sys
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-import hyperoptax as hx  # noqa: E402
-from problems import PROBLEMS  # noqa: E402
+RECOMMENDED = "dict(kernel=hx.Matern(nu=1.5), acquisition=hx.UCB(), n_restarts=8, n_lbfgs_steps=30)"
+CONFIGS = {
+    "recommended": RECOMMENDED,
+    "Matern2.5+EI": "dict(kernel=hx.Matern(nu=2.5), acquisition=hx.EI())",
+    "defaults": "dict()",
+}
 
 
 def _block(x):
+    import jax
+
     return jax.block_until_ready(x)
 
 
 def filled_state(d, n_obs, n_max, **kw):
+    import jax
+    import jax.numpy as jnp
+
+    import hyperoptax as hx
+
     space = {f"x{i}": hx.LinearSpace(0.0, 1.0) for i in range(d)}
     state, opt = hx.BayesianSearch.init(space, n_max=n_max, **kw)
     X = jax.random.uniform(jax.random.PRNGKey(1), (n_obs, d))
@@ -29,7 +50,9 @@ def filled_state(d, n_obs, n_max, **kw):
     return state, opt
 
 
-def timed(fn, reps=20):
+def timed(fn, reps):
+    import numpy as np
+
     _block(fn())
     ts = []
     for _ in range(reps):
@@ -39,7 +62,14 @@ def timed(fn, reps=20):
     return float(np.median(ts))
 
 
-def latency(d, n_obs, label, **kw):
+def latency(d, n_obs, config, reps=20):
+    """First (compile) and steady-state times of get_next_params and update_state."""
+    import jax
+    import jax.numpy as jnp
+
+    import hyperoptax as hx
+
+    kw = eval(CONFIGS[config], {"hx": hx})
     state, opt = filled_state(d, n_obs, n_obs + 1, n_parallel=1, **kw)
     key = jax.random.PRNGKey(0)
     t = time.perf_counter()
@@ -49,32 +79,108 @@ def latency(d, n_obs, label, **kw):
     t = time.perf_counter()
     _block(opt.update_state(state, key, res, params))
     first_u = time.perf_counter() - t
-    g = timed(lambda: opt.get_next_params(state, key))
-    u = timed(lambda: opt.update_state(state, key, res, params))
-    print(f"| {label} | {d} | {n_obs} | {first:.2f} | {first_u:.2f} | {g * 1e3:.1f} | {u * 1e3:.1f} |",
-          flush=True)
+    g = timed(lambda: opt.get_next_params(state, key), reps)
+    u = timed(lambda: opt.update_state(state, key, res, params), max(3, reps // 4))
+    return dict(first_suggest=first, first_update=first_u, suggest=g, update=u)
 
 
-def branin_total(**kw):
+def seeds(n_seeds, budget=30):
+    """n_seeds Branin searches: together under filter_vmap vs one after another."""
+    import equinox as eqx
+    import jax
+
+    import hyperoptax as hx
+    from problems import PROBLEMS
+
+    space, f, _, _ = PROBLEMS["branin"]
+    kw = eval(RECOMMENDED, {"hx": hx})
+    state, opt = hx.BayesianSearch.init(space, n_max=budget, maximize=False, n_parallel=1, **kw)
+    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    together = eqx.filter_jit(eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, f)[1][1]))
+    one = eqx.filter_jit(lambda k: opt.optimize_scan(state, k, f)[1][1])
+    t = time.perf_counter()
+    _block(together(keys))
+    first_v = time.perf_counter() - t
+    t = time.perf_counter()
+    _block(together(keys))
+    vmapped = time.perf_counter() - t
+    _block(one(keys[0]))
+    t = time.perf_counter()
+    for k in keys:
+        _block(one(k))
+    sequential = time.perf_counter() - t
+    return dict(first_vmapped=first_v, vmapped=vmapped, sequential=sequential)
+
+
+def branin_total(config):
+    """A whole 50-evaluation Branin `optimize`, compile included."""
+    import jax
+
+    import hyperoptax as hx
+    from problems import PROBLEMS
+
     space, f, _, n = PROBLEMS["branin"]
+    kw = eval(CONFIGS[config], {"hx": hx})
     t = time.perf_counter()
     state, opt = hx.BayesianSearch.init(space, n_max=n, maximize=False, n_parallel=1, **kw)
     state, _ = opt.optimize(state, jax.random.PRNGKey(0), f)
     _block(state.y)
-    return time.perf_counter() - t
+    return dict(total=time.perf_counter() - t)
+
+
+def _in_fresh_process(call: str) -> dict:
+    code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import speed; "
+            f"import jax; jax.numpy.zeros(1).block_until_ready(); "
+            f"print('RESULT', json.dumps(speed.{call}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(out.stderr[-3000:])
 
 
 def main():
-    rec = dict(kernel=hx.Matern(nu=2.5), acquisition=hx.EI())
-    print("| config | d | observations | first suggest (s, compile incl.) | first update (s) |"
-          " steady suggest (ms) | steady update (ms) |")
-    print("|---|---|---|---|---|---|---|")
-    for d, n in [(6, 100), (6, 50), (6, 200), (2, 100), (10, 100), (100, 100)]:
-        latency(d, n, "Matern2.5+EI", **rec)
-    latency(6, 100, "defaults")
-    print()
-    print(f"50-evaluation Branin optimize, compile included: {branin_total(**rec):.1f} s (Matern2.5+EI), "
-          f"{branin_total():.1f} s (defaults, n_parallel=1)")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=["latency", "observations", "parameters", "seeds", "branin"])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    want = (lambda s: args.only in (None, s))
+    ms = 1e3
+
+    if want("latency"):
+        print("\n| config | d | observations | first suggest (s) | first update (s) | suggest (ms) | update (ms) |")
+        print("|---|---|---|---|---|---|---|")
+        for config in CONFIGS:
+            r = _in_fresh_process(f"latency(6, {20 if args.quick else 100}, {config!r})")
+            print(f"| {config} | 6 | {20 if args.quick else 100} | {r['first_suggest']:.2f} | "
+                  f"{r['first_update']:.2f} | {r['suggest'] * ms:.1f} | {r['update'] * ms:.1f} |", flush=True)
+    if want("observations"):
+        print("\n| observations (6-D, recommended) | first suggest (s) | first update (s) | suggest (ms) | update (ms) |")
+        print("|---|---|---|---|---|")
+        for n in ([20, 50] if args.quick else [50, 200, 1000]):
+            r = _in_fresh_process(f"latency(6, {n}, 'recommended', reps={5 if n >= 1000 else 20})")
+            print(f"| {n} | {r['first_suggest']:.2f} | {r['first_update']:.2f} | {r['suggest'] * ms:.1f} | "
+                  f"{r['update'] * ms:.1f} |", flush=True)
+    if want("parameters"):
+        print("\n| parameters (100 observations, recommended) | first suggest (s) | first update (s) | suggest (ms) | update (ms) |")
+        print("|---|---|---|---|---|")
+        for d in ([2, 10] if args.quick else [2, 10, 100, 1000]):
+            r = _in_fresh_process(f"latency({d}, {20 if args.quick else 100}, 'recommended', reps=10)")
+            print(f"| {d} | {r['first_suggest']:.2f} | {r['first_update']:.2f} | {r['suggest'] * ms:.1f} | "
+                  f"{r['update'] * ms:.1f} |", flush=True)
+    if want("seeds"):
+        print("\n| seeds (Branin, 30 evaluations, recommended) | together, filter_vmap (s) | one after another (s) | ratio | first vmapped call incl. compile (s) |")
+        print("|---|---|---|---|---|")
+        for n in ([1, 4] if args.quick else [1, 8, 64]):
+            r = _in_fresh_process(f"seeds({n}, {8 if args.quick else 30})")
+            print(f"| {n} | {r['vmapped']:.2f} | {r['sequential']:.2f} | {r['vmapped'] / r['sequential']:.2f} | "
+                  f"{r['first_vmapped']:.1f} |", flush=True)
+    if want("branin"):
+        print("\n| config | 50-evaluation Branin `optimize`, compile included (s) |")
+        print("|---|---|")
+        for config in CONFIGS:
+            r = _in_fresh_process(f"branin_total({config!r})")
+            print(f"| {config} | {r['total']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

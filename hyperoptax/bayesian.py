@@ -186,8 +186,11 @@ class BayesianSearch(Optimizer):
         )
 
     def _default_n_iterations(self, state: BayesianSearchState) -> int:
-        remaining = int(state.mask.shape[0] - jnp.sum(state.mask))
-        return math.ceil(remaining / self.n_parallel)
+        # numpy, not jnp: under an outer `jit` a jnp sum of a concrete buffer is staged.
+        if isinstance(state.mask, jax.core.Tracer):
+            raise self._traced_default()
+        filled = int(np.sum(np.asarray(state.mask)))
+        return math.ceil((state.mask.shape[0] - filled) / self.n_parallel)
 
     # -- public API -------------------------------------------------------------------
 

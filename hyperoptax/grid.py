@@ -98,15 +98,20 @@ class GridSearch(Optimizer):
             space, jnp.asarray(grid[:n_keep], _float_dtype()), jnp.asarray(0, jnp.int32)
         )
 
-    def _remaining(self, state: GridSearchState) -> int:
-        return (state.grid.shape[0] - int(state.grid_idx)) // self.n_parallel
+    def _remaining(self, state: GridSearchState) -> int | None:
+        """Whole batches left in the grid; `None` when the state is traced."""
+        idx = self._concrete(state.grid_idx)
+        return None if idx is None else (state.grid.shape[0] - idx) // self.n_parallel
 
     def _default_n_iterations(self, state: GridSearchState) -> int:
-        return self._remaining(state)
+        remaining = self._remaining(state)
+        if remaining is None:
+            raise self._traced_default()
+        return remaining
 
     def _n_iterations(self, state, n_iterations):
         n = super()._n_iterations(state, n_iterations)
-        if n > self._remaining(state):
+        if n_iterations is not None and self._remaining(state) is not None and n > self._remaining(state):
             raise ValueError(
                 f"GridSearch: {n} iterations requested but only {self._remaining(state)} "
                 f"batches of the grid remain (the grid would be exhausted)."

@@ -292,3 +292,14 @@ def test_default_pi_explores_instead_of_creeping():
 
     assert median_step(0.01) > 0.01
     assert median_step(1e-4) < 0.005
+
+
+def test_default_iterations_inside_jit_and_vmap(branin_opt):
+    state, opt = branin_opt
+    keys = jax.random.split(KEY, 2)
+    # The state is a constant of the traced function: its fill level is still known.
+    run = eqx.filter_jit(eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin)[1][1]))
+    assert run(keys).shape == (2, 4, 3)
+    # A traced state has no readable fill level: a clear error, not a trace error.
+    with pytest.raises(ValueError, match="n_iterations"):
+        eqx.filter_jit(lambda s: opt.optimize_scan(s, KEY, branin))(state)
