@@ -1,4 +1,4 @@
-"""Tables and regret-curve plots from `benchmarks/out/runs.jsonl` (written by compare.py).
+"""Tables and regret-curve plots from the runs compare.py wrote to `benchmarks/out/`.
 
     python benchmarks/report.py                  # markdown tables on stdout, PNGs in benchmarks/plots/
     python benchmarks/report.py --no-plots
@@ -22,12 +22,23 @@ from problems import PROBLEMS  # noqa: E402
 PLOTS = HERE / "plots"
 
 
-def load(path=OUT):
-    runs = defaultdict(list)
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
+def load(paths, quick=False):
+    """Runs grouped by (problem, contestant, dtype); a run repeated in several files counts once.
+
+    Only runs at the problem's full budget are kept (budget 12 with `quick`).
+    """
+    runs, seen = defaultdict(list), set()
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if not line.strip():
+                continue
             r = json.loads(line)
-            runs[(r["problem"], r["contestant"], r["dtype"])].append(r)
+            if r["budget"] != (12 if quick else PROBLEMS[r["problem"]][3]):
+                continue
+            key = (r["problem"], r["contestant"], r["dtype"], r["seed"], r["budget"])
+            if key not in seen:
+                seen.add(key)
+                runs[key[:3]].append(r)
     return runs
 
 
@@ -51,7 +62,7 @@ def table(runs, dtype="float32", contestants=None):
     lines = [f"| problem (evals) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
     for p in problems:
         cells = [cell(runs[(p, c, dtype)], p) if (p, c, dtype) in runs else "—" for c in names]
-        lines.append(f"| {p} ({PROBLEMS[p][3]}) | {' | '.join(cells)} |")
+        lines.append(f"| {p} ({len(runs[next(k for k in runs if k[0] == p)][0]['best'])}) | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -87,10 +98,12 @@ def plot(runs, dtype="float32"):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=Path, default=OUT)
+    ap.add_argument("--runs", type=Path, nargs="*", default=sorted(OUT.parent.glob("*.jsonl")),
+                    help="JSON-lines files from compare.py (default: benchmarks/out/*.jsonl)")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="report the runs of `compare.py --quick`")
     args = ap.parse_args()
-    runs = load(args.runs)
+    runs = load(args.runs, args.quick)
     for dtype in ("float32", "float64"):
         if any(k[2] == dtype for k in runs):
             print(f"\n### {dtype}: median final regret [25th, 75th percentile] (median wall s per run, seeds)\n")
