@@ -119,7 +119,9 @@ class BayesianSearch(Optimizer):
         hallucination: pseudo-observation strategy for the batch (default
             `SampleHallucination()`).
 
-    Recommended for sample efficiency: `kernel=Matern(nu=2.5), acquisition=EI()`.
+    Recommended for sample efficiency (see `benchmarks/RESULTS.md`):
+    `kernel=Matern(nu=1.5), acquisition=UCB(), n_restarts=8, n_lbfgs_steps=30`, with
+    `n_parallel=1` when evaluations cannot run in parallel.
     """
 
     jitter: float = 1e-6
