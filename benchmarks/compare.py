@@ -183,8 +183,14 @@ def main():
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS))
     ap.add_argument("--contestants", nargs="*", default=CONTESTANTS)
     ap.add_argument("--x64", action="store_true", help="hyperoptax in float64")
+    ap.add_argument("--define", nargs=2, action="append", default=[], metavar=("NAME", "KWARGS"),
+                    help='an extra hyperoptax contestant, e.g. --define ucb1 '
+                         '"dict(n_parallel=1, kernel=hx.Matern(nu=1.5), acquisition=hx.UCB(kappa=1.0))"')
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    for name, kwargs in args.define:
+        HX_CONFIGS[name] = eval(kwargs, {"hx": hx})
+        CONTESTANTS.append(name)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
     dtype = "float64" if args.x64 else "float32"

@@ -42,6 +42,12 @@ def load(paths, quick=False):
     return runs
 
 
+def _names(runs):
+    """Contestants in the runs: the standard ones in their order, then any others (--define)."""
+    found = {k[1] for k in runs}
+    return [c for c in CONTESTANTS if c in found] + sorted(found - set(CONTESTANTS))
+
+
 def regrets(rows, problem):
     """(seeds, evaluations) simple regret; for mlp_digits the validation error."""
     fmin = PROBLEMS[problem][2]
@@ -58,7 +64,7 @@ def cell(rows, problem):
 
 def table(runs, dtype="float32", contestants=None):
     problems = [p for p in PROBLEMS if any(k[0] == p and k[2] == dtype for k in runs)]
-    names = [c for c in (contestants or CONTESTANTS) if any(k[1] == c and k[2] == dtype for k in runs)]
+    names = [c for c in (contestants or _names(runs)) if any(k[1] == c and k[2] == dtype for k in runs)]
     lines = [f"| problem (evals) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
     for p in problems:
         cells = [cell(runs[(p, c, dtype)], p) if (p, c, dtype) in runs else "—" for c in names]
@@ -78,7 +84,7 @@ def plot(runs, dtype="float32"):
         if not keys:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        for c in CONTESTANTS:
+        for c in _names(runs):
             if (p, c, dtype) not in runs:
                 continue
             r = np.maximum(regrets(runs[(p, c, dtype)], p), 1e-8)
