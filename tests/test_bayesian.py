@@ -303,3 +303,14 @@ def test_default_iterations_inside_jit_and_vmap(branin_opt):
     # A traced state has no readable fill level: a clear error, not a trace error.
     with pytest.raises(ValueError, match="n_iterations"):
         eqx.filter_jit(lambda s: opt.optimize_scan(s, KEY, branin))(state)
+
+
+def test_restarts_come_from_uniform_and_local_candidates():
+    from hyperoptax.bayesian import _restart_indices
+
+    # 12 candidates: 9 uniform, then 3 near the incumbent, which score best.
+    scores = jnp.array([0.0, 5.0, 1.0, 0.5, 4.0, 0.0, 0.0, 0.0, 0.0, 9.0, 8.0, 7.0])
+    assert sorted(np.asarray(_restart_indices(scores, 4)).tolist()) == [1, 4, 9, 10]
+    # Odd counts favour the uniform part; a single restart is simply the best.
+    assert sorted(np.asarray(_restart_indices(scores, 3)).tolist()) == [1, 4, 9]
+    assert np.asarray(_restart_indices(scores, 1)).tolist() == [9]
