@@ -206,7 +206,8 @@ class BayesianSearch(Optimizer):
         acquisition function, with Kriging Believer hallucination for the parallel
         slots. Each leaf of the returned pytree has shape `(n_parallel,)`.
         """
-        return _suggest(self, state, key)
+        # The compiled step returns one raw matrix; the pytree is built outside it.
+        return flatten_space(state.space).unflatten(_suggest(self, state, key))
 
     def update_state(
         self, state: BayesianSearchState, key: PRNGKeyArray, results: Array, params: PyTree | Array
@@ -354,7 +355,7 @@ def _suggest(opt: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArray)
     n_obs = jnp.sum(state.mask)
     n_finite = jnp.sum(state.mask & jnp.isfinite(state.y))
     use_gp = (n_obs >= opt.n_warmup * opt.n_parallel) & (n_finite >= 1)
-    return flat.unflatten(flat.from_unit(_gp_batch(opt, state, flat, key, use_gp)))
+    return flat.from_unit(_gp_batch(opt, state, flat, key, use_gp))
 
 
 def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, key, use_gp) -> Array:
