@@ -147,27 +147,27 @@ def main():
     want = (lambda s: args.only in (None, s))
     ms = 1e3
 
+    def latency_table(title, rows):
+        """One latency table: `rows` is [(first cells, call in a fresh process)]."""
+        print(f"\n| {title} | first suggest (s) | first update (s) | suggest (ms) | update (ms) |")
+        print("|---" * (len(title.split(" | ")) + 4) + "|")
+        for cells, call in rows:
+            r = _in_fresh_process(call)
+            print(f"| {cells} | {r['first_suggest']:.2f} | {r['first_update']:.2f} | "
+                  f"{r['suggest'] * ms:.1f} | {r['update'] * ms:.1f} |", flush=True)
+
+    n_obs = 20 if args.quick else 100
     if want("latency"):
-        print("\n| config | d | observations | first suggest (s) | first update (s) | suggest (ms) | update (ms) |")
-        print("|---|---|---|---|---|---|---|")
-        for config in CONFIGS:
-            r = _in_fresh_process(f"latency(6, {20 if args.quick else 100}, {config!r})")
-            print(f"| {config} | 6 | {20 if args.quick else 100} | {r['first_suggest']:.2f} | "
-                  f"{r['first_update']:.2f} | {r['suggest'] * ms:.1f} | {r['update'] * ms:.1f} |", flush=True)
+        latency_table("config | d | observations",
+                      [(f"{c} | 6 | {n_obs}", f"latency(6, {n_obs}, {c!r})") for c in CONFIGS])
     if want("observations"):
-        print("\n| observations (6-D, recommended) | first suggest (s) | first update (s) | suggest (ms) | update (ms) |")
-        print("|---|---|---|---|---|")
-        for n in ([20, 50] if args.quick else [50, 200, 1000]):
-            r = _in_fresh_process(f"latency(6, {n}, 'recommended', reps={5 if n >= 1000 else 20})")
-            print(f"| {n} | {r['first_suggest']:.2f} | {r['first_update']:.2f} | {r['suggest'] * ms:.1f} | "
-                  f"{r['update'] * ms:.1f} |", flush=True)
+        latency_table("observations (6-D, recommended)",
+                      [(f"{n}", f"latency(6, {n}, 'recommended', reps={5 if n >= 1000 else 20})")
+                       for n in ([20, 50] if args.quick else [50, 200, 1000])])
     if want("parameters"):
-        print("\n| parameters (100 observations, recommended) | first suggest (s) | first update (s) | suggest (ms) | update (ms) |")
-        print("|---|---|---|---|---|")
-        for d in ([2, 10] if args.quick else [2, 10, 100, 1000]):
-            r = _in_fresh_process(f"latency({d}, {20 if args.quick else 100}, 'recommended', reps=10)")
-            print(f"| {d} | {r['first_suggest']:.2f} | {r['first_update']:.2f} | {r['suggest'] * ms:.1f} | "
-                  f"{r['update'] * ms:.1f} |", flush=True)
+        latency_table("parameters (100 observations, recommended)",
+                      [(f"{d}", f"latency({d}, {n_obs}, 'recommended', reps=10)")
+                       for d in ([2, 10] if args.quick else [2, 10, 100, 1000])])
     if want("seeds"):
         print("\n| seeds (Branin, 30 evaluations, recommended) | together, filter_vmap (s) | one after another (s) | ratio | first vmapped call incl. compile (s) |")
         print("|---|---|---|---|---|")

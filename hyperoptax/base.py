@@ -132,12 +132,6 @@ class Optimizer(eqx.Module):
             f"{type(self).__name__}: `n_iterations` is required (it has no natural end)."
         )
 
-    def _concrete(self, x) -> int | None:
-        """`x` as an int when it is known now; `None` under `jit`/`vmap` tracing."""
-        if isinstance(x, jax.core.Tracer):
-            return None
-        return int(x)
-
     def _traced_default(self) -> ValueError:
         return ValueError(
             f"{type(self).__name__}: `n_iterations=None` runs until the state is full, which "

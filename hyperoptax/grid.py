@@ -100,8 +100,9 @@ class GridSearch(Optimizer):
 
     def _remaining(self, state: GridSearchState) -> int | None:
         """Whole batches left in the grid; `None` when the state is traced."""
-        idx = self._concrete(state.grid_idx)
-        return None if idx is None else (state.grid.shape[0] - idx) // self.n_parallel
+        if isinstance(state.grid_idx, jax.core.Tracer):
+            return None
+        return (state.grid.shape[0] - int(state.grid_idx)) // self.n_parallel
 
     def _default_n_iterations(self, state: GridSearchState) -> int:
         remaining = self._remaining(state)
