@@ -1,6 +1,6 @@
 """hyperoptax: hyperparameter optimisation in JAX and Equinox."""
 
-from . import acquisition, base, bayesian, gp, grid, kernels, random, spaces
+from . import acquisition, base, bayesian, checkpoint, gp, grid, kernels, random, spaces
 from .acquisition import (
     EI,
     PI,
@@ -14,10 +14,20 @@ from .acquisition import (
 )
 from .base import Optimizer, OptimizerState
 from .bayesian import BayesianSearch, BayesianSearchState
+from .checkpoint import load_state, save_state
 from .grid import GridSearch, GridSearchState
 from .kernels import RBF, BaseKernel, Matern
 from .random import RandomSearch
-from .spaces import DiscreteSpace, LinearSpace, LogSpace, QLinearSpace, QLogSpace, Space
+from .spaces import (
+    DiscreteSpace,
+    LinearSpace,
+    LogSpace,
+    QLinearSpace,
+    QLogSpace,
+    Space,
+    from_configs,
+    to_configs,
+)
 
 __version__ = "0.1.0"
 
@@ -47,4 +57,8 @@ __all__ = [
     "BaseKernel",
     "Matern",
     "RBF",
+    "save_state",
+    "load_state",
+    "to_configs",
+    "from_configs",
 ]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import abc
 import inspect
+import os
+import sys
 from typing import Any, Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .spaces import flatten_space
@@ -81,12 +84,16 @@ _jit_step = eqx.filter_jit(_step)
 
 
 @eqx.filter_jit
-def _scan(optimizer, state, key, func, n_iterations: int):
-    def body(state, key):
+def _scan(optimizer, state, key, func, n_iterations: int, callback=None):
+    def body(state, inputs):
+        i, key = inputs
         state, params, results = _step(optimizer, state, key, func)
+        if callback is not None:
+            jax.debug.callback(lambda *a: (callback(*a), None)[1], i, state, params, results)
         return state, (params, results)
 
-    return jax.lax.scan(body, state, jax.random.split(key, n_iterations))
+    inputs = (jnp.arange(n_iterations), jax.random.split(key, n_iterations))
+    return jax.lax.scan(body, state, inputs)
 
 
 class Optimizer(eqx.Module):
@@ -154,6 +161,10 @@ class Optimizer(eqx.Module):
         key: PRNGKeyArray,
         func: Callable,
         n_iterations: int | None = None,
+        *,
+        callback: Callable | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        progress: bool | None = None,
     ) -> tuple[OptimizerState, tuple[list[PyTree], list[Array]]]:
         """High level API for optimizing a function over a space.
 
@@ -162,16 +173,53 @@ class Optimizer(eqx.Module):
         evaluated with `jax.vmap`. The step (suggest, evaluate, update) is compiled
         once and reused every iteration.
 
+        Args:
+            state, key, func: the search state, a PRNG key and the objective.
+            n_iterations: iterations to run; `None` runs until the state is full (for
+                searches that have an end).
+            callback: called on the host after every iteration as
+                `callback(iteration, state, params, results)` (`iteration` counts from
+                0; `params` is the batch, `results` its `(n_parallel,)` results). A
+                truthy return value stops the search after that iteration.
+            checkpoint: a file path. The state, the history and the loop position are
+                saved there (atomically) after every iteration; started again with the
+                same arguments, the search resumes from the file instead of starting
+                over, and ends exactly as an uninterrupted run would. A search that
+                finished or was stopped by `callback` returns at once.
+            progress: show a progress bar (iterations, best result so far) on stderr.
+                `None` (default) shows it when stderr is a terminal and the run has at
+                least 10 iterations; `True` always; `False` never.
+
         Returns `(state, (params_hist, results_hist))`: lists with one batched params
-        pytree and one `(n_parallel,)` results array per iteration.
+        pytree and one `(n_parallel,)` results array per iteration (including those
+        run before a resume).
         """
         n_iterations = self._n_iterations(state, n_iterations)
         _check_func(func, state, key)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"`callback` must be callable, got {callback!r}.")
         params_hist, results_hist = [], []
-        for k in jax.random.split(key, n_iterations) if n_iterations else []:
-            state, params, results = _jit_step(self, state, k, func)
-            params_hist.append(params)
-            results_hist.append(results)
+        start, stopped = 0, False
+        if checkpoint is not None and os.path.exists(checkpoint):
+            state, params_hist, results_hist, start, stopped = _resume(
+                self, state, key, n_iterations, checkpoint
+            )
+        keys = jax.random.split(key, n_iterations) if n_iterations else []
+        bar = _Progress(self, progress, n_iterations, start, results_hist)
+        try:
+            for i in range(start, n_iterations):
+                if stopped:
+                    break
+                state, params, results = _jit_step(self, state, keys[i], func)
+                params_hist.append(params)
+                results_hist.append(results)
+                if callback is not None:
+                    stopped = bool(callback(i, state, params, results))
+                if checkpoint is not None:
+                    _checkpoint(self, state, key, n_iterations, checkpoint, params_hist, results_hist, stopped)
+                bar.update(results)
+        finally:
+            bar.close()
         return state, (params_hist, results_hist)
 
     def optimize_scan(
@@ -180,24 +228,127 @@ class Optimizer(eqx.Module):
         key: PRNGKeyArray,
         func: Callable,
         n_iterations: int | None = None,
+        *,
+        callback: Callable | None = None,
     ) -> tuple[OptimizerState, tuple[PyTree, Array]]:
         """Like `optimize`, but the whole loop is one `jax.lax.scan` in one XLA program.
 
         Requires `func` to be JAX-traceable. Returns stacked arrays: each leaf of
         `params_hist` has shape `(n_iterations, n_parallel)` and `results_hist` has
         shape `(n_iterations, n_parallel)`. Works under `eqx.filter_vmap` over keys.
+
+        `callback(iteration, state, params, results)` is called on the host after every
+        iteration through `jax.debug.callback`, with NumPy arrays, for logging. Unlike
+        in `optimize` it cannot stop the search (a compiled scan runs all its
+        iterations), its return value is ignored, and under `vmap` it is called once
+        per batch element. There is no checkpointing inside a scan: for long searches
+        use `optimize`, or run `optimize_scan` in chunks and `save_state` between them.
         """
         n_iterations = self._n_iterations(state, n_iterations)
         _check_func(func, state, key)
-        return _scan(self, state, key, func, n_iterations)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"`callback` must be callable, got {callback!r}.")
+        return _scan(self, state, key, func, n_iterations, callback)
+
+    def warm_start(self, state: OptimizerState, params: Any, results: Any = None) -> OptimizerState:
+        """Record observations made earlier (only for searches that model them)."""
+        raise TypeError(
+            f"{type(self).__name__} keeps no model of past observations, so there is "
+            f"nothing to warm-start; BayesianSearch.warm_start does."
+        )
 
 
-def as_results(results: Any, n_parallel: int, owner: str) -> Array:
+def _resume(optimizer, state, key, n_iterations, path):
+    from .checkpoint import _load_run
+
+    flat = flatten_space(state.space)
+    treedef = jax.tree_util.tree_structure((jax.tree_util.tree_unflatten(flat.treedef, [0] * flat.n_params), 0))
+    extra, state, (params, results) = _load_run(path, state, optimizer, treedef)
+    expected = {"key": _key_list(key), "n_iterations": n_iterations}
+    for name, value in expected.items():
+        if extra[name] != value:
+            raise ValueError(
+                f"{path} is the checkpoint of a run with {name}={extra[name]!r}, but this run "
+                f"has {name}={value!r}. Pass the same arguments to resume it, or another "
+                f"checkpoint path to start a new search."
+            )
+    done = extra["iteration"]
+    params_hist = [jax.tree_util.tree_map(lambda a: jnp.asarray(a[i]), params) for i in range(done)]
+    results_hist = [jnp.asarray(results[i]) for i in range(done)]
+    return state, params_hist, results_hist, done, extra["stopped"]
+
+
+def _key_list(key) -> list:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.asarray(key).tolist()
+
+
+def _checkpoint(optimizer, state, key, n_iterations, path, params_hist, results_hist, stopped):
+    from .checkpoint import _save_run
+
+    history = (
+        jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *params_hist),
+        np.stack([np.asarray(r) for r in results_hist]),
+    )
+    extra = {
+        "iteration": len(results_hist),
+        "n_iterations": n_iterations,
+        "key": _key_list(key),
+        "stopped": stopped,
+    }
+    _save_run(path, state, optimizer, extra, history)
+
+
+class _Progress:
+    """A tqdm bar with the iteration count and the best finite result so far."""
+
+    def __init__(self, optimizer, enabled, total, initial, results_hist):
+        if enabled is None:
+            enabled = total >= 10 and sys.stderr.isatty()
+        self.bar = None
+        self.maximize = getattr(optimizer, "maximize", None)
+        self.lo, self.hi = np.inf, -np.inf
+        for r in results_hist:
+            self._see(r)
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=type(optimizer).__name__, file=sys.stderr)
+            self._postfix()
+
+    def _see(self, results):
+        r = np.asarray(results, np.float64)
+        r = r[np.isfinite(r)]
+        if r.size:
+            self.lo, self.hi = min(self.lo, r.min()), max(self.hi, r.max())
+
+    def _postfix(self):
+        if not np.isfinite(self.hi):
+            return
+        if self.maximize is None:  # the search does not know the direction
+            self.bar.set_postfix(min=f"{self.lo:.6g}", max=f"{self.hi:.6g}")
+        else:
+            self.bar.set_postfix(best=f"{self.hi if self.maximize else self.lo:.6g}")
+
+    def update(self, results):
+        if self.bar is not None:
+            self._see(results)
+            self._postfix()
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def as_results(results: Any, n_parallel: int, owner: str, method: str = "update_state") -> Array:
     """Check and convert a results batch to a float vector of shape `(n_parallel,)`."""
     results = jnp.asarray(results)
     if results.shape != (n_parallel,):
+        what = "(n_parallel,) = " if method == "update_state" else ""
         raise ValueError(
-            f"{owner}.update_state: `results` must have shape (n_parallel,) = ({n_parallel},), "
+            f"{owner}.{method}: `results` must have shape {what}({n_parallel},), "
             f"got shape {results.shape}."
         )
     return results.astype(jnp.result_type(float))

@@ -15,7 +15,7 @@ from . import gp
 from .acquisition import PI, BaseAcquisition, BaseHallucination, SampleHallucination
 from .base import Optimizer, OptimizerState, as_results
 from .kernels import BaseKernel, Matern
-from .spaces import FlatSpace, _float_dtype, flatten_space
+from .spaces import FlatSpace, _float_dtype, flatten_space, from_configs
 
 __all__ = ["BayesianSearchState", "BayesianSearch"]
 
@@ -230,6 +230,49 @@ class BayesianSearch(Optimizer):
         results = as_results(results, self.n_parallel, type(self).__name__)
         return _update(self, state, results, params)
 
+    def warm_start(
+        self,
+        state: BayesianSearchState,
+        params: PyTree | Array | list | BayesianSearchState,
+        results: Array | list | None = None,
+    ) -> BayesianSearchState:
+        """Record observations made earlier, then fit the GP hyperparameters to them.
+
+        `params` is any number `n` of configurations: a batched pytree (each leaf
+        `(n,)`), a raw `(n, n_params)` array, or a list of configurations such as dicts
+        of Python values (see `to_configs`), with `results` of shape `(n,)`. Or it is
+        another run's `BayesianSearchState` (for example from `load_state`) over the
+        same search space, and `results` is left out. Values must lie in the search
+        space; results may be NaN or inf (recorded as failures). When more
+        observations come than free slots, the first ones are kept.
+        """
+        name = f"{type(self).__name__}.warm_start"
+        flat = flatten_space(state.space)
+        if isinstance(params, BayesianSearchState):
+            if results is not None:
+                raise ValueError(f"{name}: pass `results` only with `params`, not with a state.")
+            if flatten_space(params.space).columns != flat.columns:
+                raise ValueError(
+                    f"{name}: the given state searches {params.space!r}, not this search's "
+                    f"space {state.space!r}."
+                )
+            keep = np.asarray(params.mask)
+            X, y = np.asarray(params.X)[keep], np.asarray(params.y)[keep]
+        else:
+            if isinstance(params, list | tuple) and not _is_matrix(params):
+                params = from_configs(params, state.space)
+            n = _n_rows(params)
+            _check_params(params, flat, n, owner=name)
+            X = np.asarray(_params_matrix(params, flat))
+            if results is None:
+                raise ValueError(f"{name}: `results` (shape ({n},)) is required with `params`.")
+            y = np.asarray(as_results(results, n, type(self).__name__, method="warm_start"))
+        if len(y) == 0:
+            return state
+        flat.check_values(X, name)
+        f = state.X.dtype
+        return _update(self, state, jnp.asarray(y, f), jnp.asarray(X, f))
+
     def best_result(self, state: BayesianSearchState) -> Array:
         """The best finite observed raw result (max if `maximize`, min otherwise); NaN if none."""
         ok = state.mask & jnp.isfinite(state.y)
@@ -247,27 +290,33 @@ class BayesianSearch(Optimizer):
         return jnp.argmax(jnp.where(ok, f, -jnp.inf))
 
 
-def _check_params(params, flat: FlatSpace, n_parallel: int) -> None:
+def _check_params(
+    params, flat: FlatSpace, n_parallel: int, owner: str = "BayesianSearch.update_state"
+) -> None:
     """Check that a batch of params is a pytree or raw matrix of the expected shape."""
     expected = f"a params pytree with {flat.n_params} leaves of shape ({n_parallel},) " \
                f"or an array of shape ({n_parallel}, {flat.n_params})"
     if _is_matrix(params):
         if params.shape != (n_parallel, flat.n_params):
             raise ValueError(
-                f"BayesianSearch.update_state: `params` must be {expected}; got an array of "
-                f"shape {params.shape}."
+                f"{owner}: `params` must be {expected}; got an array of shape {params.shape}."
             )
         return
     shapes = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(params)]
     if len(shapes) != flat.n_params or any(s != (n_parallel,) for s in shapes):
-        raise ValueError(
-            f"BayesianSearch.update_state: `params` must be {expected}; got leaves of "
-            f"shapes {shapes}."
-        )
+        raise ValueError(f"{owner}: `params` must be {expected}; got leaves of shapes {shapes}.")
+
+
+def _n_rows(params) -> int:
+    """The batch size of a params pytree or matrix (0 if it cannot be told)."""
+    if _is_matrix(params):
+        return params.shape[0]
+    shapes = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(params)]
+    return shapes[0][0] if shapes and len(shapes[0]) == 1 else 0
 
 
 def _is_matrix(params) -> bool:
-    return isinstance(params, jax.Array | np.ndarray) and jnp.ndim(params) == 2
+    return isinstance(params, jax.Array | np.ndarray) and np.ndim(params) == 2
 
 
 def _params_matrix(params, flat: FlatSpace) -> Array:
@@ -289,7 +338,7 @@ def _unit_inputs(flat: FlatSpace, state: BayesianSearchState) -> Array:
 def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) -> BayesianSearchState:
     flat = flatten_space(state.space)
     X_new = _params_matrix(params, flat)
-    idx = jnp.sum(state.mask) + jnp.arange(opt.n_parallel)
+    idx = jnp.sum(state.mask) + jnp.arange(X_new.shape[0])
     state = eqx.tree_at(
         lambda s: (s.X, s.y, s.mask),
         state,

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import math
 import numbers
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -35,6 +36,8 @@ __all__ = [
     "DiscreteSpace",
     "FlatSpace",
     "flatten_space",
+    "to_configs",
+    "from_configs",
 ]
 
 
@@ -361,6 +364,35 @@ class FlatSpace:
         lo, hi = self._col(self.lo, x), self._col(self.hi, x)
         return (w - lo) / (hi - lo)
 
+    def check_values(self, x, owner: str) -> None:
+        """Raise a `ValueError` naming the parameter if a raw value is not in its space.
+
+        `x` is a concrete `(n, d)` matrix of raw values; finite values inside the bounds
+        (for integer spaces, whole numbers; for discrete spaces, members) pass.
+        """
+        x = np.asarray(x, np.float64)
+        for j, c in enumerate(self.columns):
+            col = x[:, j]
+            if len(c.values):
+                ok = np.isin(col, np.asarray(c.values, np.float64))
+                what = f"one of {c.values}"
+            else:
+                lo, hi = (math.exp(c.lo), math.exp(c.hi)) if c.log else (c.lo, c.hi)
+                if c.integer:
+                    lo, hi = c.ilo, c.ihi
+                tol = 1e-6 * max(1.0, abs(lo), abs(hi))
+                ok = np.isfinite(col) & (col >= lo - tol) & (col <= hi + tol)
+                if c.integer:
+                    ok &= col == np.round(col)
+                what = f"{'an integer' if c.integer else 'a number'} in [{lo:g}, {hi:g}]"
+            if not ok.all():
+                i = int(np.argmin(ok))
+                name = self.paths[j] if self.paths else f"column {j}"
+                raise ValueError(
+                    f"{owner}: parameter {name or '<root>'} of configuration {i} is {float(col[i])!r}, "
+                    f"not {what}."
+                )
+
     def sample_unit(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
         return jax.random.uniform(key, (n, self.n_params), dtype=_float_dtype())
 
@@ -429,3 +461,61 @@ def _flatten(space) -> FlatSpace:
     columns = tuple(leaf._column() for _, leaf in leaves_with_path)
     paths = tuple(jax.tree_util.keystr(p) for p, _ in leaves_with_path)
     return FlatSpace(columns, treedef, paths)
+
+
+def _python_value(x: Any) -> Any:
+    item = np.asarray(x).item()
+    return item
+
+
+def to_configs(params: PyTree) -> list[PyTree]:
+    """A batched params pytree (each leaf `(n,)`) -> a list of `n` configurations.
+
+    Each configuration has the pytree's structure (a dict for a dict space) with plain
+    Python values: `float` for continuous parameters, `int` for integer ones. Use it
+    to hand suggestions to code outside JAX (logging, a non-JAX training script).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if not leaves:
+        raise ValueError("to_configs: `params` has no leaves.")
+    host = [np.asarray(v) for v in leaves]
+    shapes = {v.shape for v in host}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ValueError(
+            f"to_configs: every leaf of `params` must have the same shape (n,); got shapes "
+            f"{[v.shape for v in host]}."
+        )
+    n = host[0].shape[0]
+    return [
+        jax.tree_util.tree_unflatten(treedef, [_python_value(v[i]) for v in host]) for i in range(n)
+    ]
+
+
+def from_configs(configs: Sequence[PyTree], space: PyTree) -> PyTree:
+    """A list of configurations (for example dicts of Python values) -> a batched pytree.
+
+    The inverse of `to_configs`: each leaf of the result has shape `(len(configs),)` and
+    its space's dtype, ready for `update_state` or `warm_start`. Every configuration
+    must have the structure of `space`.
+    """
+    flat = flatten_space(space)
+    if isinstance(configs, Mapping) or not isinstance(configs, Sequence) or len(configs) == 0:
+        raise ValueError(
+            f"from_configs: `configs` must be a non-empty list of configurations, got {configs!r}."
+        )
+    rows = []
+    for i, config in enumerate(configs):
+        leaves, treedef = jax.tree_util.tree_flatten(config)
+        if treedef != flat.treedef:
+            raise ValueError(
+                f"from_configs: configuration {i} does not match the search space: expected "
+                f"the structure {_describe(flat.treedef)}, got {config!r}."
+            )
+        rows.append([float(v) for v in leaves])
+    x = np.asarray(rows, dtype=np.float64)
+    leaves = [jnp.asarray(x[:, j].astype(dt)) for j, dt in enumerate(flat.dtypes)]
+    return jax.tree_util.tree_unflatten(flat.treedef, leaves)
+
+
+def _describe(treedef) -> str:
+    return repr(jax.tree_util.tree_unflatten(treedef, ["..."] * treedef.num_leaves))
