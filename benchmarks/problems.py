@@ -3,16 +3,12 @@
 `mlp_digits` has no known optimum: its "regret" is the validation error itself.
 """
 
-import functools
 import math
 
-import equinox as eqx
-import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
 import hyperoptax as hx
+from hyperoptax import demo
 
 
 def _vec(p, n):
@@ -69,63 +65,11 @@ PROBLEMS = {
 
 
 # -- a real task: an Equinox MLP on scikit-learn's digits, scored by validation error ----
+# The objective is the one `python -m hyperoptax.demo` tunes: 100 full-batch AdamW steps,
+# width masked at up to 128 units, fixed weights/dropout key (deterministic).
 
-_MLP_MAX_WIDTH = 128
-
-
-@functools.lru_cache(maxsize=1)
-def _digits():
-    from sklearn.datasets import load_digits  # the `bench` extra; only this task needs it
-
-    X, y = load_digits(return_X_y=True)
-    order = np.random.default_rng(0).permutation(len(X))
-    X, y = X[order] / 16.0, y[order]
-    n_train = 1200
-    # numpy, not jnp: the first call may happen under a trace, and the cache outlives it.
-    X = X.astype(np.float32)
-    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
-
-
-def mlp_digits(key, p):
-    """Validation error of a one-hidden-layer MLP after 100 full-batch AdamW steps.
-
-    The width is a hyperparameter, so the network is built at the maximum width and the
-    units beyond `width` are masked: the objective stays traceable (one compilation for
-    every configuration). Weights and dropout masks come from a fixed key, so the
-    objective is deterministic and every contestant tunes the same function.
-    """
-    Xtr, ytr, Xva, yva = _digits()
-    k_init, k_drop = jax.random.split(jax.random.PRNGKey(0))
-    model = eqx.nn.MLP(64, 10, _MLP_MAX_WIDTH, depth=1, activation=jax.nn.relu, key=k_init)
-    units = (jnp.arange(_MLP_MAX_WIDTH) < p["width"]).astype(jnp.float32)
-    keep = 1.0 - p["dropout"]
-
-    def forward(m, X, drop_key=None):
-        h = jax.nn.relu(jax.vmap(m.layers[0])(X)) * units[None, :]
-        if drop_key is not None:
-            h = h * jax.random.bernoulli(drop_key, keep, h.shape) / keep
-        return jax.vmap(m.layers[1])(h)
-
-    def loss(m, k):
-        logits = forward(m, Xtr, k)
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), ytr[:, None], axis=1))
-
-    opt = optax.adamw(p["lr"], weight_decay=p["weight_decay"])
-    params, static = eqx.partition(model, eqx.is_array)
-
-    def step(carry, k):
-        params, state = carry
-        grads = jax.grad(lambda q: loss(eqx.combine(q, static), k))(params)
-        updates, state = opt.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), None
-
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(k_drop, 100))
-    pred = jnp.argmax(forward(eqx.combine(params, static), Xva), axis=1)
-    return jnp.mean(pred != yva)
-
+mlp_digits = demo.mlp_validation_error
 
 PROBLEMS["mlp_digits"] = (
-    {"lr": hx.LogSpace(1e-4, 1.0), "weight_decay": hx.LogSpace(1e-6, 1e-1),
-     "width": hx.QLogSpace(4, _MLP_MAX_WIDTH), "dropout": hx.LinearSpace(0.0, 0.8)},
-    mlp_digits, 0.0, 40,
+    demo.SPACE, mlp_digits, 0.0, 40,
 )

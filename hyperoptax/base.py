@@ -6,14 +6,16 @@ import abc
 import inspect
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree, Real
 
+from ._typing import typecheck
 from .spaces import flatten_space
 
 __all__ = ["OptimizerState", "Optimizer"]
@@ -96,7 +98,13 @@ def _scan(optimizer, state, key, func, n_iterations: int, callback=None):
     return jax.lax.scan(body, state, inputs)
 
 
-class Optimizer(eqx.Module):
+StateT = TypeVar("StateT", bound=OptimizerState)
+
+# A batch of results: an array (or list of numbers) with one entry per configuration.
+Results = Real[ArrayLike, " batch"] | Sequence[Real[ArrayLike, ""]]
+
+
+class Optimizer(eqx.Module, Generic[StateT]):
     """Base class of every search.
 
     An optimizer is an immutable configuration; everything that changes during a search
@@ -109,18 +117,18 @@ class Optimizer(eqx.Module):
         _check_n_parallel(type(self).__name__, self.n_parallel)
 
     @classmethod
-    def init(cls, space: PyTree, **kwargs) -> tuple[OptimizerState, Optimizer]:
+    def init(cls, space: PyTree, **kwargs: Any) -> tuple[Any, Any]:
         """Build the optimizer from `kwargs` and its initial state for `space`."""
         optimizer = cls(**kwargs)
         return optimizer._init_state(space), optimizer
 
-    def _init_state(self, space: PyTree) -> OptimizerState:
+    def _init_state(self, space: PyTree) -> Any:
         flatten_space(space)  # validates the space
         return OptimizerState(space)
 
     @abc.abstractmethod
     def get_next_params(
-        self, state: OptimizerState, key: PRNGKeyArray, params=None, results=None
+        self, state: StateT, key: PRNGKeyArray, params=None, results=None
     ) -> PyTree:
         """Gets the next parameters to sample from the space.
 
@@ -130,11 +138,11 @@ class Optimizer(eqx.Module):
 
     @abc.abstractmethod
     def update_state(
-        self, state: OptimizerState, key: PRNGKeyArray, results: Array, params=None
-    ) -> OptimizerState:
+        self, state: StateT, key: PRNGKeyArray, results: Array, params=None
+    ) -> StateT:
         """Updates the optimizer state based on the results of the function."""
 
-    def _default_n_iterations(self, state: OptimizerState) -> int:
+    def _default_n_iterations(self, state: StateT) -> int:
         raise ValueError(
             f"{type(self).__name__}: `n_iterations` is required (it has no natural end)."
         )
@@ -146,7 +154,7 @@ class Optimizer(eqx.Module):
             f"pass `n_iterations` explicitly."
         )
 
-    def _n_iterations(self, state: OptimizerState, n_iterations: int | None) -> int:
+    def _n_iterations(self, state: StateT, n_iterations: int | None) -> int:
         if n_iterations is None:
             return self._default_n_iterations(state)
         if isinstance(n_iterations, bool) or not isinstance(n_iterations, int):
@@ -155,9 +163,10 @@ class Optimizer(eqx.Module):
             raise ValueError(f"`n_iterations` must be non-negative, got {n_iterations!r}.")
         return n_iterations
 
+    @typecheck
     def optimize(
         self,
-        state: OptimizerState,
+        state: StateT,
         key: PRNGKeyArray,
         func: Callable,
         n_iterations: int | None = None,
@@ -165,7 +174,7 @@ class Optimizer(eqx.Module):
         callback: Callable | None = None,
         checkpoint: str | os.PathLike | None = None,
         progress: bool | None = None,
-    ) -> tuple[OptimizerState, tuple[list[PyTree], list[Array]]]:
+    ) -> tuple[StateT, tuple[list[PyTree], list[Array]]]:
         """High level API for optimizing a function over a space.
 
         `func(key, params)` receives one configuration (each leaf a scalar) and must
@@ -174,7 +183,9 @@ class Optimizer(eqx.Module):
         once and reused every iteration.
 
         Args:
-            state, key, func: the search state, a PRNG key and the objective.
+            state: the search state (from `init`, or a previous run).
+            key: PRNG key; one is split off per iteration and per evaluation.
+            func: the objective, `func(key, params) -> scalar`.
             n_iterations: iterations to run; `None` runs until the state is full (for
                 searches that have an end).
             callback: called on the host after every iteration as
@@ -204,7 +215,7 @@ class Optimizer(eqx.Module):
             state, params_hist, results_hist, start, stopped = _resume(
                 self, state, key, n_iterations, checkpoint
             )
-        keys = jax.random.split(key, n_iterations) if n_iterations else []
+        keys: Any = jax.random.split(key, n_iterations) if n_iterations else []
         bar = _Progress(self, progress, n_iterations, start, results_hist)
         try:
             for i in range(start, n_iterations):
@@ -222,15 +233,16 @@ class Optimizer(eqx.Module):
             bar.close()
         return state, (params_hist, results_hist)
 
+    @typecheck
     def optimize_scan(
         self,
-        state: OptimizerState,
+        state: StateT,
         key: PRNGKeyArray,
         func: Callable,
         n_iterations: int | None = None,
         *,
         callback: Callable | None = None,
-    ) -> tuple[OptimizerState, tuple[PyTree, Array]]:
+    ) -> tuple[StateT, tuple[PyTree, Array]]:
         """Like `optimize`, but the whole loop is one `jax.lax.scan` in one XLA program.
 
         Requires `func` to be JAX-traceable. Returns stacked arrays: each leaf of
@@ -250,7 +262,7 @@ class Optimizer(eqx.Module):
             raise TypeError(f"`callback` must be callable, got {callback!r}.")
         return _scan(self, state, key, func, n_iterations, callback)
 
-    def warm_start(self, state: OptimizerState, params: Any, results: Any = None) -> OptimizerState:
+    def warm_start(self, state: StateT, params: Any, results: Any = None) -> StateT:
         """Record observations made earlier (only for searches that model them)."""
         raise TypeError(
             f"{type(self).__name__} keeps no model of past observations, so there is "

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
-from jaxtyping import Array, Bool, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree, Real
 
 from . import gp
 from .acquisition import PI, BaseAcquisition, BaseHallucination, SampleHallucination
-from .base import Optimizer, OptimizerState, as_results
+from ._typing import typecheck
+from .base import Optimizer, OptimizerState, Results, as_results
 from .kernels import BaseKernel, Matern
 from .spaces import FlatSpace, _float_dtype, flatten_space, from_configs
 
@@ -94,7 +96,7 @@ def _model_targets(y, mask, maximize: bool):
     return z, unit
 
 
-class BayesianSearch(Optimizer):
+class BayesianSearch(Optimizer[BayesianSearchState]):
     """Bayesian optimisation with a Gaussian Process surrogate.
 
     A GP (Matérn 0.5 kernel by default) models the objective on the unit cube; the next
@@ -196,8 +198,9 @@ class BayesianSearch(Optimizer):
 
     # -- public API -------------------------------------------------------------------
 
+    @typecheck
     def get_next_params(
-        self, state: BayesianSearchState, key: PRNGKeyArray, params=None, results=None
+        self, state: BayesianSearchState, key: PRNGKeyArray, params: Any = None, results: Any = None
     ) -> PyTree:
         """Select the next batch of `n_parallel` configurations.
 
@@ -209,8 +212,13 @@ class BayesianSearch(Optimizer):
         # The compiled step returns one raw matrix; the pytree is built outside it.
         return flatten_space(state.space).unflatten(_suggest(self, state, key))
 
-    def update_state(
-        self, state: BayesianSearchState, key: PRNGKeyArray, results: Array, params: PyTree | Array
+    @typecheck
+    def update_state(  # type: ignore[override]  # `params` is required here (API reference)
+        self,
+        state: BayesianSearchState,
+        key: PRNGKeyArray | None,
+        results: Results,
+        params: PyTree | Real[ArrayLike, "batch n_params"],
     ) -> BayesianSearchState:
         """Record new observations and update the GP hyperparameters.
 
@@ -230,11 +238,12 @@ class BayesianSearch(Optimizer):
         results = as_results(results, self.n_parallel, type(self).__name__)
         return _update(self, state, results, params)
 
+    @typecheck
     def warm_start(
         self,
         state: BayesianSearchState,
-        params: PyTree | Array | list | BayesianSearchState,
-        results: Array | list | None = None,
+        params: PyTree | Real[ArrayLike, "n n_params"] | list | BayesianSearchState,
+        results: Results | None = None,
     ) -> BayesianSearchState:
         """Record observations made earlier, then fit the GP hyperparameters to them.
 
@@ -273,11 +282,29 @@ class BayesianSearch(Optimizer):
         f = state.X.dtype
         return _update(self, state, jnp.asarray(y, f), jnp.asarray(X, f))
 
-    def best_result(self, state: BayesianSearchState) -> Array:
+    @typecheck
+    def predict(
+        self, state: BayesianSearchState, params: PyTree | Real[ArrayLike, "q n_params"]
+    ) -> tuple[Float[Array, " q"], Float[Array, " q"], Float[Array, " q"]]:
+        """The surrogate model at `params`: posterior mean, std and acquisition value.
+
+        `params` is a batched params pytree (each leaf `(q,)`) or a raw `(q, n_params)`
+        array. Everything is on the model's internal scale, where larger is better
+        and 1.0 is the range of results observed so far (results oriented, warped
+        and standardised; see the concepts page), with the current hyperparameters.
+        For plots and diagnostics; the search itself does not call it.
+        """
+        flat = flatten_space(state.space)
+        _check_params(params, flat, _n_rows(params), owner=f"{type(self).__name__}.predict")
+        return _predict(self, state, _params_matrix(params, flat))
+
+    @typecheck
+    def best_result(self, state: BayesianSearchState) -> Float[Array, ""]:
         """The best finite observed raw result (max if `maximize`, min otherwise); NaN if none."""
         ok = state.mask & jnp.isfinite(state.y)
         return jnp.where(jnp.any(ok), state.y[self._best_index(state)], jnp.nan)
 
+    @typecheck
     def best_params(self, state: BayesianSearchState) -> PyTree:
         """The configuration (each leaf a scalar) that achieved `best_result`."""
         flat = flatten_space(state.space)
@@ -363,6 +390,16 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) ->
         state,
         (p.log_length_scale, p.log_output_scale, p.log_noise),
     )
+
+
+@eqx.filter_jit
+def _predict(opt: BayesianSearch, state: BayesianSearchState, X):
+    flat = flatten_space(state.space)
+    z, unit = _model_targets(state.y, state.mask, opt.maximize)
+    post = gp.fit(opt.kernel, _gp_params(state), _unit_inputs(flat, state), z, state.mask, opt.jitter)
+    mean, std = gp.predict(opt.kernel, post, flat.to_unit(X))
+    y_best = jnp.max(jnp.where(state.mask, z, -jnp.inf)) / unit
+    return mean / unit, std / unit, opt.acquisition(mean / unit, std / unit, y_best)
 
 
 def _candidates(key, x_best, n: int, d: int) -> Array:

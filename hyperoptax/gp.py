@@ -16,9 +16,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from beartype import beartype
-from jaxtyping import Array, Bool, Float, jaxtyped
+from jaxtyping import Array, Bool, Float
 
+from ._typing import typecheck
 from .kernels import BaseKernel
 
 __all__ = [
@@ -30,8 +30,6 @@ __all__ = [
     "fit_hyperparameters",
     "maximize_acquisition",
 ]
-
-typecheck = jaxtyped(typechecker=beartype)
 
 # Hyperparameter bounds on the unit cube with standardised targets.
 LOG_LS_BOUNDS = (math.log(0.01), math.log(100.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 import warnings
 
 import equinox as eqx
@@ -11,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from .base import Optimizer, OptimizerState, as_results
+from ._typing import typecheck
+from .base import Optimizer, OptimizerState, Results, as_results
 from .spaces import DiscreteSpace, Space, _float_dtype, flatten_space
 
 __all__ = ["GridSearchState", "GridSearch"]
@@ -31,7 +33,7 @@ class GridSearchState(OptimizerState):
     grid_idx: Int[Array, ""]
 
 
-class GridSearch(Optimizer):
+class GridSearch(Optimizer[GridSearchState]):
     """Exhaustive grid search over a discrete search space.
 
     Iterates through every combination of the `DiscreteSpace` values, the last leaf
@@ -53,7 +55,7 @@ class GridSearch(Optimizer):
 
     @classmethod
     def init(
-        cls, space: PyTree, key: PRNGKeyArray | None = None, **kwargs
+        cls, space: PyTree, key: PRNGKeyArray | None = None, **kwargs: Any
     ) -> tuple[GridSearchState, GridSearch]:
         """Initialise the grid search.
 
@@ -119,8 +121,13 @@ class GridSearch(Optimizer):
             )
         return n
 
+    @typecheck
     def get_next_params(
-        self, state: GridSearchState, key: PRNGKeyArray | None = None, params=None, results=None
+        self,
+        state: GridSearchState,
+        key: PRNGKeyArray | None = None,
+        params: Any = None,
+        results: Any = None,
     ) -> PyTree:
         """Return the next `n_parallel` combinations; each leaf has shape `(n_parallel,)`.
 
@@ -135,8 +142,13 @@ class GridSearch(Optimizer):
                 )
         return _grid_batch(self, state)
 
+    @typecheck
     def update_state(
-        self, state: GridSearchState, key: PRNGKeyArray | None = None, results=None, params=None
+        self,
+        state: GridSearchState,
+        key: PRNGKeyArray | None = None,
+        results: Results | None = None,
+        params: Any = None,
     ) -> GridSearchState:
         """Advance the grid index by `n_parallel`."""
         if results is not None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import equinox as eqx
-from jaxtyping import Array, PRNGKeyArray, PyTree
+from typing import Any
 
-from .base import Optimizer, OptimizerState, as_results
+import equinox as eqx
+from jaxtyping import PRNGKeyArray, PyTree
+
+from ._typing import typecheck
+from .base import Optimizer, OptimizerState, Results, as_results
 from .spaces import flatten_space
 
 __all__ = ["RandomSearch"]
 
 
-class RandomSearch(Optimizer):
+class RandomSearch(Optimizer[OptimizerState]):
     """Stateless random search: samples each space independently each iteration.
 
     No model is fitted and no history is maintained, so this is the cheapest optimizer
@@ -23,17 +26,23 @@ class RandomSearch(Optimizer):
 
     n_parallel: int = eqx.field(default=1, static=True)
 
-    @eqx.filter_jit
+    @typecheck
     def get_next_params(
-        self, state: OptimizerState, key: PRNGKeyArray, params=None, results=None
+        self, state: OptimizerState, key: PRNGKeyArray, params: Any = None, results: Any = None
     ) -> PyTree:
         """Sample `n_parallel` independent configurations; each leaf has shape `(n_parallel,)`."""
-        flat = flatten_space(state.space)
-        return flat.unflatten(flat.from_unit(flat.sample_unit(key, self.n_parallel)))
+        return _sample(self, state, key)
 
+    @typecheck
     def update_state(
-        self, state: OptimizerState, key: PRNGKeyArray, results: Array, params=None
+        self, state: OptimizerState, key: PRNGKeyArray | None, results: Results, params: Any = None
     ) -> OptimizerState:
         """RandomSearch is memoryless: the state is returned unchanged."""
         as_results(results, self.n_parallel, type(self).__name__)
         return state
+
+
+@eqx.filter_jit
+def _sample(opt: RandomSearch, state: OptimizerState, key: PRNGKeyArray) -> PyTree:
+    flat = flatten_space(state.space)
+    return flat.unflatten(flat.from_unit(flat.sample_unit(key, opt.n_parallel)))

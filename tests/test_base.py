@@ -86,3 +86,27 @@ def test_optimize_and_scan_agree(random_opt):
     _, (ph, rh) = opt.optimize(state, KEY, mixed_objective, 3)
     _, (ps, rs) = opt.optimize_scan(state, KEY, mixed_objective, 3)
     np.testing.assert_allclose(np.stack(rh), rs, rtol=1e-5)
+
+
+def test_wrong_types_and_shapes_name_the_argument():
+    state, opt = hx.BayesianSearch.init(MIXED_SPACE, n_max=8, n_parallel=2)
+    params = hx.RandomSearch(n_parallel=2).get_next_params(state, KEY)
+    with pytest.raises(TypeError, match=r"(?s)parameter 'results'.*Actual value: f32\[2,1\]"):
+        opt.update_state(state, KEY, jnp.zeros((2, 1)), params)
+    with pytest.raises(TypeError, match=r"(?s)parameter 'results'.*Actual value: \['a', 'b'\]"):
+        opt.update_state(state, KEY, ["a", "b"], params)
+    with pytest.raises(TypeError, match=r"(?s)parameter 'key'.*Actual value: 0"):
+        opt.get_next_params(state, 0)
+    with pytest.raises(TypeError, match=r"(?s)parameter 'state'"):
+        opt.best_result(params)
+    # Right rank, wrong length: the library's own check names the expected shape.
+    with pytest.raises(ValueError, match=r"`results` must have shape \(n_parallel,\) = \(2,\)"):
+        opt.update_state(state, KEY, [1.0, 2.0, 3.0], params)
+    # Lists of Python or NumPy numbers are fine.
+    new = opt.update_state(state, KEY, [1, np.float32(2.5)], params)
+    np.testing.assert_array_equal(new.y[:2], [1.0, 2.5])
+    rs, ropt = hx.RandomSearch.init(MIXED_SPACE)
+    with pytest.raises(TypeError, match=r"(?s)parameter 'key'"):
+        ropt.get_next_params(rs, "key")
+    with pytest.raises(TypeError, match=r"(?s)parameter 'func'"):
+        ropt.optimize(rs, KEY, "not a function", 1)
