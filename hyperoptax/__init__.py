@@ -1,6 +1,6 @@
 """hyperoptax: hyperparameter optimisation in JAX and Equinox."""
 
-from . import acquisition, base, bayesian, checkpoint, gp, grid, kernels, random, spaces
+from . import acquisition, base, bayesian, checkpoint, gp, grid, host, kernels, random, spaces
 from .acquisition import (
     EI,
     PI,
@@ -15,10 +15,12 @@ from .acquisition import (
 from .base import Optimizer, OptimizerState
 from .bayesian import BayesianSearch, BayesianSearchState
 from .checkpoint import load_state, save_state
+from .host import evaluate_configs
 from .grid import GridSearch, GridSearchState
 from .kernels import RBF, BaseKernel, Matern
 from .random import RandomSearch
 from .spaces import (
+    CategoricalSpace,
     DiscreteSpace,
     LinearSpace,
     LogSpace,
@@ -45,6 +47,7 @@ __all__ = [
     "QLinearSpace",
     "QLogSpace",
     "DiscreteSpace",
+    "CategoricalSpace",
     "BaseAcquisition",
     "EI",
     "PI",
@@ -61,4 +64,5 @@ __all__ = [
     "load_state",
     "to_configs",
     "from_configs",
+    "evaluate_configs",
 ]

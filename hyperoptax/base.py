@@ -7,6 +7,7 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import Any, Generic, TypeVar
 
 import equinox as eqx
@@ -16,7 +17,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree, Real
 
 from ._typing import typecheck
-from .spaces import flatten_space
+from .spaces import flatten_space, to_configs
 
 __all__ = ["OptimizerState", "Optimizer"]
 
@@ -207,31 +208,69 @@ class Optimizer(eqx.Module, Generic[StateT]):
         """
         n_iterations = self._n_iterations(state, n_iterations)
         _check_func(func, state, key)
-        if callback is not None and not callable(callback):
-            raise TypeError(f"`callback` must be callable, got {callback!r}.")
-        params_hist, results_hist = [], []
-        start, stopped = 0, False
-        if checkpoint is not None and os.path.exists(checkpoint):
-            state, params_hist, results_hist, start, stopped = _resume(
-                self, state, key, n_iterations, checkpoint
-            )
-        keys: Any = jax.random.split(key, n_iterations) if n_iterations else []
-        bar = _Progress(self, progress, n_iterations, start, results_hist)
-        try:
-            for i in range(start, n_iterations):
-                if stopped:
-                    break
-                state, params, results = _jit_step(self, state, keys[i], func)
-                params_hist.append(params)
-                results_hist.append(results)
-                if callback is not None:
-                    stopped = bool(callback(i, state, params, results))
-                if checkpoint is not None:
-                    _checkpoint(self, state, key, n_iterations, checkpoint, params_hist, results_hist, stopped)
-                bar.update(results)
-        finally:
-            bar.close()
-        return state, (params_hist, results_hist)
+
+        def step(state, k):
+            return _jit_step(self, state, k, func)
+
+        return _loop(self, state, key, n_iterations, step, callback, checkpoint, progress, 10)
+
+    @typecheck
+    def optimize_host(
+        self,
+        state: StateT,
+        key: PRNGKeyArray,
+        objective: Callable[[Any], Any],
+        n_iterations: int | None = None,
+        *,
+        executor: Executor | None = None,
+        on_error: str = "record",
+        callback: Callable | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        progress: bool | None = None,
+    ) -> tuple[StateT, tuple[list[PyTree], list[Array]]]:
+        """Optimize an objective that runs outside JAX, on plain Python values.
+
+        `objective(config)` receives one configuration with the space's structure (a
+        dict for a dict space) holding Python values: `float`, `int`, or for a
+        `CategoricalSpace` the choice itself. It gets no key (seed your own randomness
+        from the configuration or a counter if it needs one) and returns one real
+        number. Suggestions and updates stay compiled; only the evaluation runs here.
+
+        Args:
+            state: the search state (from `init`, or a previous run).
+            key: PRNG key for the suggestions.
+            objective: the host-side objective, `objective(config) -> float`.
+            n_iterations: iterations to run; `None` runs until the state is full.
+            executor: a `concurrent.futures.Executor` (a thread or process pool, or a
+                Dask cluster's `Client.get_executor()`): the `n_parallel`
+                configurations of a batch are submitted at once and evaluated
+                concurrently. `None` evaluates them one after another.
+            on_error: `"record"` (default): a configuration whose evaluation raises or
+                returns NaN/inf is recorded with a NaN result, reported with a
+                `RuntimeWarning` naming it and the error, and the search goes on (the
+                model treats it as the worst result seen). `"raise"`: the error
+                propagates and the search stops.
+            callback, checkpoint: as in `optimize`.
+            progress: as in `optimize`, except that `None` shows the bar whenever
+                stderr is a terminal.
+
+        Returns `(state, (params_hist, results_hist))` as `optimize` does; failed
+        evaluations are NaN in `results_hist` and in the state.
+        """
+        from .host import _check_on_error, evaluate_configs
+
+        n_iterations = self._n_iterations(state, n_iterations)
+        _check_on_error(on_error)
+        dtype = jnp.result_type(float)
+
+        def step(state, k):
+            k_ask, k_tell = jax.random.split(k)
+            params = self.get_next_params(state, k_ask)
+            configs = to_configs(params, state.space)
+            results = jnp.asarray(evaluate_configs(objective, configs, executor, on_error), dtype)
+            return self.update_state(state, k_tell, results, params), params, results
+
+        return _loop(self, state, key, n_iterations, step, callback, checkpoint, progress, 1)
 
     @typecheck
     def optimize_scan(
@@ -268,6 +307,36 @@ class Optimizer(eqx.Module, Generic[StateT]):
             f"{type(self).__name__} keeps no model of past observations, so there is "
             f"nothing to warm-start; BayesianSearch.warm_start does."
         )
+
+
+def _loop(optimizer, state, key, n_iterations, step, callback, checkpoint, progress, auto_min):
+    """The host loop of `optimize` and `optimize_host`: resume, step, report, save."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback` must be callable, got {callback!r}.")
+    params_hist: list = []
+    results_hist: list = []
+    start, stopped = 0, False
+    if checkpoint is not None and os.path.exists(checkpoint):
+        state, params_hist, results_hist, start, stopped = _resume(
+            optimizer, state, key, n_iterations, checkpoint
+        )
+    keys: Any = jax.random.split(key, n_iterations) if n_iterations else []
+    bar = _Progress(optimizer, progress, n_iterations, start, results_hist, auto_min)
+    try:
+        for i in range(start, n_iterations):
+            if stopped:
+                break
+            state, params, results = step(state, keys[i])
+            params_hist.append(params)
+            results_hist.append(results)
+            if callback is not None:
+                stopped = bool(callback(i, state, params, results))
+            if checkpoint is not None:
+                _checkpoint(optimizer, state, key, n_iterations, checkpoint, params_hist, results_hist, stopped)
+            bar.update(results)
+    finally:
+        bar.close()
+    return state, (params_hist, results_hist)
 
 
 def _resume(optimizer, state, key, n_iterations, path):
@@ -315,12 +384,13 @@ def _checkpoint(optimizer, state, key, n_iterations, path, params_hist, results_
 class _Progress:
     """A tqdm bar with the iteration count and the best finite result so far."""
 
-    def __init__(self, optimizer, enabled, total, initial, results_hist):
+    def __init__(self, optimizer, enabled, total, initial, results_hist, auto_min):
         if enabled is None:
-            enabled = total >= 10 and sys.stderr.isatty()
+            enabled = total >= auto_min and sys.stderr.isatty()
         self.bar = None
         self.maximize = getattr(optimizer, "maximize", None)
         self.lo, self.hi = np.inf, -np.inf
+        self.failed = 0
         for r in results_hist:
             self._see(r)
         if enabled:
@@ -331,17 +401,22 @@ class _Progress:
 
     def _see(self, results):
         r = np.asarray(results, np.float64)
+        self.failed += int(np.sum(~np.isfinite(r)))
         r = r[np.isfinite(r)]
         if r.size:
             self.lo, self.hi = min(self.lo, r.min()), max(self.hi, r.max())
 
     def _postfix(self):
-        if not np.isfinite(self.hi):
-            return
-        if self.maximize is None:  # the search does not know the direction
-            self.bar.set_postfix(min=f"{self.lo:.6g}", max=f"{self.hi:.6g}")
-        else:
-            self.bar.set_postfix(best=f"{self.hi if self.maximize else self.lo:.6g}")
+        info = {}
+        if np.isfinite(self.hi):
+            if self.maximize is None:  # the search does not know the direction
+                info = dict(min=f"{self.lo:.6g}", max=f"{self.hi:.6g}")
+            else:
+                info = dict(best=f"{self.hi if self.maximize else self.lo:.6g}")
+        if self.failed:
+            info["failed"] = str(self.failed)
+        if info:
+            self.bar.set_postfix(info)
 
     def update(self, results):
         if self.bar is not None:

@@ -16,7 +16,7 @@ from . import gp
 from .acquisition import PI, BaseAcquisition, BaseHallucination, SampleHallucination
 from ._typing import typecheck
 from .base import Optimizer, OptimizerState, Results, as_results
-from .kernels import BaseKernel, Matern
+from .kernels import BaseKernel, Matern, Unordered
 from .spaces import FlatSpace, _float_dtype, flatten_space, from_configs
 
 __all__ = ["BayesianSearchState", "BayesianSearch"]
@@ -353,6 +353,13 @@ def _params_matrix(params, flat: FlatSpace) -> Array:
     return flat.flatten(params)
 
 
+def _model_kernel(opt: BayesianSearch, flat: FlatSpace) -> BaseKernel:
+    """The kernel the GP uses: the configured one, with categorical columns unordered."""
+    if any(flat.n_choices):
+        return Unordered(opt.kernel, flat.n_choices)
+    return opt.kernel
+
+
 def _gp_params(state: BayesianSearchState) -> gp.GPParams:
     return gp.GPParams(state.log_length_scale, state.log_output_scale, state.log_noise)
 
@@ -381,7 +388,7 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) ->
 
     def refit():
         return gp.fit_hyperparameters(
-            opt.kernel, _gp_params(state), U, z, state.mask, opt.jitter, opt.n_hparam_steps
+            _model_kernel(opt, flat), _gp_params(state), U, z, state.mask, opt.jitter, opt.n_hparam_steps
         )
 
     p = jax.lax.cond(jnp.sum(state.mask) >= 2, refit, lambda: _gp_params(state))
@@ -396,8 +403,9 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) ->
 def _predict(opt: BayesianSearch, state: BayesianSearchState, X):
     flat = flatten_space(state.space)
     z, unit = _model_targets(state.y, state.mask, opt.maximize)
-    post = gp.fit(opt.kernel, _gp_params(state), _unit_inputs(flat, state), z, state.mask, opt.jitter)
-    mean, std = gp.predict(opt.kernel, post, flat.to_unit(X))
+    kernel = _model_kernel(opt, flat)
+    post = gp.fit(kernel, _gp_params(state), _unit_inputs(flat, state), z, state.mask, opt.jitter)
+    mean, std = gp.predict(kernel, post, flat.to_unit(X))
     y_best = jnp.max(jnp.where(state.mask, z, -jnp.inf)) / unit
     return mean / unit, std / unit, opt.acquisition(mean / unit, std / unit, y_best)
 
@@ -452,6 +460,7 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
     """
     n_max, d, P = state.X.shape[0], flat.n_params, opt.n_parallel
     params = _gp_params(state)
+    kernel = _model_kernel(opt, flat)
     U = _unit_inputs(flat, state)
     z, unit = _model_targets(state.y, state.mask, opt.maximize)
     i_best = jnp.argmax(jnp.where(state.mask, z, -jnp.inf))
@@ -466,10 +475,10 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
         X, y, m = carry
         j, k = inputs
         k_cand, k_hall = jax.random.split(k)
-        post = gp.fit(opt.kernel, params, X, y, m, opt.jitter)
+        post = gp.fit(kernel, params, X, y, m, opt.jitter)
 
         def score(Xq):
-            mean, std = gp.predict(opt.kernel, post, Xq)
+            mean, std = gp.predict(kernel, post, Xq)
             s = opt.acquisition.score(mean / unit, std / unit, y_best / unit)
             return jnp.where(jnp.isnan(s), -jnp.inf, s)
 
@@ -491,7 +500,7 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
             cands = jnp.concatenate([cands, refined])
             s_c = jnp.concatenate([s_c, jnp.where(jnp.isnan(s_r), -jnp.inf, s_r)])
         x = jnp.where(use_gp, cands[jnp.argmax(s_c)], cands[0])
-        mean, std = gp.predict(opt.kernel, post, x[None, :])
+        mean, std = gp.predict(kernel, post, x[None, :])
         h = unit * opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit)
         slot = n_max + j
         return (X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x

@@ -166,7 +166,7 @@ def _objective_grad(kernel, params, X, y, mask, jitter) -> GPParams:
     ls = jnp.exp(params.log_length_scale)
     sf2 = jnp.exp(2 * params.log_output_scale)
     noise = jnp.exp(params.log_noise)
-    D2 = ((X[:, None, :] - X[None, :, :]) / ls[None, None, :]) ** 2
+    D2 = kernel.sqdist_terms(X, X, ls)
     r2 = jnp.sum(D2, axis=-1)
     prof, dprof = jax.jvp(kernel.profile, (r2,), (jnp.ones_like(r2),))
     both = mask[:, None] & mask[None, :]

@@ -14,7 +14,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from ._typing import typecheck
 from .base import Optimizer, OptimizerState, Results, as_results
-from .spaces import DiscreteSpace, Space, _float_dtype, flatten_space
+from .spaces import CategoricalSpace, DiscreteSpace, Space, _float_dtype, flatten_space
 
 __all__ = ["GridSearchState", "GridSearch"]
 
@@ -38,7 +38,7 @@ class GridSearch(Optimizer[GridSearchState]):
 
     Iterates through every combination of the `DiscreteSpace` values, the last leaf
     varying fastest (or in a random order if `shuffle=True`). All spaces must be
-    `DiscreteSpace`.
+    `DiscreteSpace` or `CategoricalSpace`.
 
     Attributes:
         shuffle: if True, randomise the traversal order during `init`; pass `key` to
@@ -60,7 +60,8 @@ class GridSearch(Optimizer[GridSearchState]):
         """Initialise the grid search.
 
         Args:
-            space: a pytree of `DiscreteSpace` objects (mixed spaces are not supported).
+            space: a pytree of `DiscreteSpace` and `CategoricalSpace` objects (continuous
+                spaces have no grid).
             key: PRNG key used when `shuffle=True` (defaults to `PRNGKey(0)`).
             **kwargs: forwarded to the `GridSearch` constructor.
 
@@ -74,12 +75,16 @@ class GridSearch(Optimizer[GridSearchState]):
         flat = flatten_space(space)
         leaves = jax.tree_util.tree_leaves(space, is_leaf=lambda x: isinstance(x, Space))
         for path, leaf in zip(flat.paths, leaves):
-            if not isinstance(leaf, DiscreteSpace):
+            if not isinstance(leaf, DiscreteSpace | CategoricalSpace):
                 raise ValueError(
-                    f"GridSearch: every space must be a DiscreteSpace; the space at "
-                    f"{path or '<root>'} is {type(leaf).__name__}."
+                    f"GridSearch: every space must be a DiscreteSpace or CategoricalSpace; "
+                    f"the space at {path or '<root>'} is {type(leaf).__name__}."
                 )
-        values = [leaf.values for leaf in leaves]
+        # A categorical parameter walks its choices by index.
+        values = [
+            tuple(range(len(leaf.choices))) if isinstance(leaf, CategoricalSpace) else leaf.values
+            for leaf in leaves
+        ]
         grid = np.array(list(itertools.product(*values)), dtype=np.float64)
         if self.shuffle:
             key = jax.random.PRNGKey(0) if key is None else key

@@ -14,15 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-__all__ = ["BaseKernel", "RBF", "Matern"]
+__all__ = ["BaseKernel", "RBF", "Matern", "Unordered"]
 
 
-def _scaled_sqdist(x: Float[Array, "n d"], y: Float[Array, "m d"], length_scale) -> Float[Array, "n m"]:
-    ls = jnp.broadcast_to(jnp.asarray(length_scale, x.dtype), x.shape[-1:])[None, :]
-    x, y = x / ls, y / ls
-    # Direct differences: exact at small distances, which float32 needs near the optimum
-    # (the |x|^2 + |y|^2 - 2 x.y form loses them to cancellation).
-    return jnp.sum((x[:, None, :] - y[None, :, :]) ** 2, axis=-1)
+def _per_dim(length_scale, x):
+    return jnp.broadcast_to(jnp.asarray(length_scale, x.dtype), x.shape[-1:])
 
 
 def _safe_sqrt(d2):
@@ -56,11 +52,25 @@ class BaseKernel(eqx.Module):
     def profile(self, d2: Float[Array, "..."]) -> Float[Array, "..."]:
         """Covariance as a function of the squared scaled distance."""
 
+    def sqdist_terms(
+        self, x: Float[Array, "n d"], y: Float[Array, "m d"], length_scale: ArrayLike | None = None
+    ) -> Float[Array, "n m d"]:
+        """Per-dimension squared scaled distances `((x_k - y_k) / l_k)^2`.
+
+        The covariance is `profile` of their sum; the GP core also uses the terms for
+        its length-scale gradient.
+        """
+        ls = _per_dim(self.length_scale if length_scale is None else length_scale, x)[None, :]
+        x, y = x / ls, y / ls
+        # Direct differences: exact at small distances, which float32 needs near the
+        # optimum (the |x|^2 + |y|^2 - 2 x.y form loses them to cancellation).
+        return (x[:, None, :] - y[None, :, :]) ** 2
+
     def __call__(
         self, x: Float[Array, "n d"], y: Float[Array, "m d"], length_scale: ArrayLike | None = None
     ) -> Float[Array, "n m"]:
-        ls = self.length_scale if length_scale is None else length_scale
-        return self.profile(_scaled_sqdist(jnp.atleast_2d(x), jnp.atleast_2d(y), ls))
+        terms = self.sqdist_terms(jnp.atleast_2d(x), jnp.atleast_2d(y), length_scale)
+        return self.profile(jnp.sum(terms, axis=-1))
 
 
 class RBF(BaseKernel):
@@ -97,3 +107,38 @@ class Matern(BaseKernel):
             return (1.0 + s) * jnp.exp(-s)
         s = math.sqrt(5.0) * r
         return (1.0 + s + s * s / 3.0) * jnp.exp(-s)
+
+
+class Unordered(BaseKernel):
+    """`base` with some dimensions treated as unordered categories.
+
+    A dimension with `n_choices[k] = c > 0` holds one of `c` categories on the unit
+    interval (category `i` owns the cell `[i / c, (i + 1) / c)`); its distance term is
+    `(1 / l_k)^2` between different categories and 0 within one, so no category lies
+    between two others. Other dimensions (`n_choices[k] = 0`) are as in `base`. The
+    Bayesian search wraps its kernel in this when the space has a `CategoricalSpace`.
+    """
+
+    length_scale: ArrayLike
+    base: BaseKernel
+    n_choices: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(self, base: BaseKernel, n_choices: tuple[int, ...]):
+        self.length_scale = base.length_scale
+        self.base = base
+        self.n_choices = tuple(int(c) for c in n_choices)
+
+    def profile(self, d2):
+        return self.base.profile(d2)
+
+    def sqdist_terms(self, x, y, length_scale=None):
+        ls = _per_dim(self.length_scale if length_scale is None else length_scale, x)[None, None, :]
+        c = jnp.asarray(self.n_choices, x.dtype)[None, :]
+        cat = (c > 0)[None]
+
+        def cell(u):
+            return jnp.minimum(jnp.floor(jnp.clip(u, 0.0, 1.0) * c), c - 1.0)
+
+        diff = x[:, None, :] - y[None, :, :]
+        differ = (cell(x)[:, None, :] != cell(y)[None, :, :]).astype(x.dtype)
+        return (jnp.where(cat, differ, diff) / ls) ** 2

@@ -34,6 +34,7 @@ __all__ = [
     "QLinearSpace",
     "QLogSpace",
     "DiscreteSpace",
+    "CategoricalSpace",
     "FlatSpace",
     "flatten_space",
     "to_configs",
@@ -75,6 +76,7 @@ class _Column:
     ihi: float
     values: tuple[float, ...]  # empty unless discrete
     dtype: Any
+    categorical: bool = False  # unordered choices: values are the indices
 
 
 class Space(eqx.Module):
@@ -278,6 +280,68 @@ class DiscreteSpace(Space):
         return _Column(-0.5, n - 0.5, False, True, 0.0, float(n - 1), vals, dtype)
 
 
+def _as_choices(choices: Any) -> tuple:
+    if isinstance(choices, str | bytes) or not isinstance(choices, Sequence | np.ndarray):
+        raise TypeError(
+            f"CategoricalSpace: `choices` must be a sequence of choices, got {choices!r}."
+        )
+    return tuple(np.asarray(choices).tolist()) if isinstance(choices, np.ndarray) else tuple(choices)
+
+
+class CategoricalSpace(Space):
+    """An unordered choice among any Python values (strings, None, callables, ...).
+
+    Inside JAX objectives the value is the `int32` index of the choice: map it back
+    with `space.choices[index]` on the host, or select with `jax.lax.switch(index,
+    branches)` / `jnp.asarray(table)[index]` under tracing. Host-side objectives
+    (`optimize_host`, `to_configs(params, space)`) receive the choice itself.
+    `BayesianSearch` treats the categories as unordered: two configurations differ in
+    this parameter or they do not, with no notion that one choice lies between two
+    others (a per-parameter length scale says how much a change matters).
+    """
+
+    choices: tuple = eqx.field(static=True, converter=_as_choices)
+
+    def __check_init__(self):
+        if len(self.choices) == 0:
+            raise ValueError("CategoricalSpace: `choices` must not be empty.")
+        try:
+            hash(self.choices)
+        except TypeError:
+            raise TypeError(
+                f"CategoricalSpace: every choice must be hashable (use tuples rather than "
+                f"lists or dicts), got {self.choices!r}."
+            ) from None
+        for i, c in enumerate(self.choices):
+            if any(_same(c, d) for d in self.choices[:i]):
+                raise ValueError(f"CategoricalSpace: the choice {c!r} appears twice.")
+
+    def _column(self) -> _Column:
+        n = len(self.choices)
+        idx = tuple(float(i) for i in range(n))
+        return _Column(-0.5, n - 0.5, False, True, 0.0, float(n - 1), idx, jnp.int32, True)
+
+    def decode(self, index: Any) -> Any:
+        """The choice with this index (a Python int or a concrete integer array)."""
+        return self.choices[int(np.asarray(index))]
+
+    def encode(self, choice: Any) -> int:
+        """The index of `choice` (matched by identity, then equality)."""
+        for i, c in enumerate(self.choices):
+            if _same(choice, c):
+                return i
+        raise ValueError(f"CategoricalSpace: {choice!r} is not one of the choices {self.choices!r}.")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(type(a) is type(b) and a == b)
+    except Exception:
+        return False
+
+
 class FlatSpace:
     """A pytree of spaces as per-column arrays, built once from static spaces.
 
@@ -302,6 +366,9 @@ class FlatSpace:
         self.discrete = np.array([len(c.values) > 0 for c in columns])
         self.ilo = np.array([c.ilo for c in columns])
         self.ihi = np.array([c.ihi for c in columns])
+        self.categorical = np.array([c.categorical for c in columns])
+        # Number of choices of each unordered column (0 elsewhere), for the GP's kernel.
+        self.n_choices = tuple(len(c.values) if c.categorical else 0 for c in columns)
         width = max(1, max(len(c.values) for c in columns))
         # Padded with +inf so a padded entry is never the nearest value.
         table = np.full((len(columns), width), np.inf)
@@ -468,12 +535,17 @@ def _python_value(x: Any) -> Any:
     return item
 
 
-def to_configs(params: PyTree) -> list[PyTree]:
+def _space_leaves(space: PyTree) -> list[Space]:
+    return jax.tree_util.tree_leaves(space, is_leaf=_is_space)
+
+
+def to_configs(params: PyTree, space: PyTree | None = None) -> list[PyTree]:
     """A batched params pytree (each leaf `(n,)`) -> a list of `n` configurations.
 
     Each configuration has the pytree's structure (a dict for a dict space) with plain
-    Python values: `float` for continuous parameters, `int` for integer ones. Use it
-    to hand suggestions to code outside JAX (logging, a non-JAX training script).
+    Python values: `float` for continuous parameters, `int` for integer ones. With
+    `space`, a `CategoricalSpace` parameter becomes the choice itself instead of its
+    index. Use it to hand suggestions to code outside JAX.
     """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     if not leaves:
@@ -485,9 +557,22 @@ def to_configs(params: PyTree) -> list[PyTree]:
             f"to_configs: every leaf of `params` must have the same shape (n,); got shapes "
             f"{[v.shape for v in host]}."
         )
+    decoders: list[Any] = [None] * len(host)
+    if space is not None:
+        spaces = _space_leaves(space)
+        if len(spaces) != len(host):
+            raise ValueError(
+                f"to_configs: `params` has {len(host)} leaves but the space has {len(spaces)}."
+            )
+        decoders = [sp.decode if isinstance(sp, CategoricalSpace) else None for sp in spaces]
+
+    def value(j, i):
+        return decoders[j](host[j][i]) if decoders[j] else host[j][i].item()
+
     n = host[0].shape[0]
     return [
-        jax.tree_util.tree_unflatten(treedef, [_python_value(v[i]) for v in host]) for i in range(n)
+        jax.tree_util.tree_unflatten(treedef, [value(j, i) for j in range(len(host))])
+        for i in range(n)
     ]
 
 
@@ -496,25 +581,40 @@ def from_configs(configs: Sequence[PyTree], space: PyTree) -> PyTree:
 
     The inverse of `to_configs`: each leaf of the result has shape `(len(configs),)` and
     its space's dtype, ready for `update_state` or `warm_start`. Every configuration
-    must have the structure of `space`.
+    must have the structure of `space`; a `CategoricalSpace` parameter may be given as
+    the choice itself or as its index.
     """
     flat = flatten_space(space)
+    spaces = _space_leaves(space)
     if isinstance(configs, Mapping) or not isinstance(configs, Sequence) or len(configs) == 0:
         raise ValueError(
             f"from_configs: `configs` must be a non-empty list of configurations, got {configs!r}."
         )
     rows = []
     for i, config in enumerate(configs):
-        leaves, treedef = jax.tree_util.tree_flatten(config)
-        if treedef != flat.treedef:
+        # Up to the space's structure: a choice (None, a tuple, a function) is one value.
+        try:
+            leaves = flat.treedef.flatten_up_to(config)
+        except (ValueError, TypeError):
             raise ValueError(
                 f"from_configs: configuration {i} does not match the search space: expected "
                 f"the structure {_describe(flat.treedef)}, got {config!r}."
-            )
-        rows.append([float(v) for v in leaves])
+            ) from None
+        rows.append([_encode(sp, v) for sp, v in zip(spaces, leaves)])
     x = np.asarray(rows, dtype=np.float64)
-    leaves = [jnp.asarray(x[:, j].astype(dt)) for j, dt in enumerate(flat.dtypes)]
-    return jax.tree_util.tree_unflatten(flat.treedef, leaves)
+    out = [jnp.asarray(x[:, j].astype(dt)) for j, dt in enumerate(flat.dtypes)]
+    return jax.tree_util.tree_unflatten(flat.treedef, out)
+
+
+def _encode(space: Space, value: Any) -> float:
+    if isinstance(space, CategoricalSpace):
+        try:
+            return float(space.encode(value))
+        except ValueError:
+            if isinstance(value, numbers.Integral | np.integer) and 0 <= int(value) < len(space.choices):
+                return float(int(value))
+            raise
+    return float(value)
 
 
 def _describe(treedef) -> str:

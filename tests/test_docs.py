@@ -1,4 +1,8 @@
-"""The code in the README and the self-contained docs pages runs as written."""
+"""The code in the README and the self-contained docs pages runs as written.
+
+Blocks fenced as ```python run, in order, as one program per page; blocks fenced as
+```py are illustrations that need something a test machine lacks (a Dask cluster).
+"""
 
 import re
 from pathlib import Path
@@ -12,6 +16,7 @@ PAGES = [
     "docs/howto/vmap-seeds.md",
     "docs/howto/equinox-model.md",
     "docs/howto/long-searches.md",
+    "docs/howto/host-objectives.md",
 ]
 
 

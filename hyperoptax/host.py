@@ -1,0 +1,98 @@
+"""Objectives outside JAX: one configuration as plain Python values in, a float out.
+
+The suggestion and the update stay compiled; only the evaluation runs on the host,
+one configuration per call, in order or concurrently through any
+`concurrent.futures.Executor` (threads, processes, or a Dask cluster through
+`distributed.Client(...).get_executor()`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+__all__ = ["evaluate_configs"]
+
+_ON_ERROR = ("record", "raise")
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in _ON_ERROR:
+        raise ValueError(f"`on_error` must be one of {_ON_ERROR}, got {on_error!r}.")
+
+
+def _as_float(value: Any) -> float:
+    """A result as a float; arrays must hold exactly one number."""
+    arr = np.asarray(value)
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise TypeError(f"the objective must return one real number, got {value!r}")
+    return float(arr.reshape(()))
+
+
+def _failed(config, error: BaseException | None, value=None) -> None:
+    if error is None:
+        what = f"returned {value!r}, not a finite real number"
+    else:
+        tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        what = f"raised {type(error).__name__}: {error}\n{tb}"
+    warnings.warn(
+        f"hyperoptax: the evaluation of {config!r} failed ({what}); it is recorded as NaN "
+        f"and the search goes on (on_error='raise' stops it instead).",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def evaluate_configs(
+    objective: Callable[[Any], Any],
+    configs: Sequence[Any],
+    executor: Executor | None = None,
+    on_error: str = "record",
+) -> np.ndarray:
+    """Evaluate `objective(config)` for each configuration; results in the same order.
+
+    With `executor`, every configuration is submitted at once (`executor.submit`) and
+    the results are gathered in order; without, they run one after another here.
+    A configuration whose evaluation raises, or returns NaN, inf or something that is
+    not one real number, has failed: with `on_error="record"` (default) it gets a NaN
+    result and a `RuntimeWarning` names the configuration and the error; with
+    `on_error="raise"` the exception propagates (a non-finite result raises
+    `ValueError`).
+    """
+    _check_on_error(on_error)
+    calls: list[Callable[[], Any]]
+    if executor is not None:
+        futures = [executor.submit(objective, c) for c in configs]
+        calls = [f.result for f in futures]
+    else:
+        calls = [functools.partial(objective, c) for c in configs]
+    out = np.full(len(configs), np.nan)
+    for i, (config, call) in enumerate(zip(configs, calls)):
+        try:
+            raw = call()
+        except Exception as e:
+            if on_error == "raise":
+                raise
+            _failed(config, e)
+            continue
+        try:
+            value = _as_float(raw)
+        except TypeError:
+            if on_error == "raise":
+                raise
+            _failed(config, None, raw)
+            continue
+        if not math.isfinite(value):
+            if on_error == "raise":
+                raise ValueError(f"the objective returned {value!r} for {config!r}")
+            _failed(config, None, raw)
+            continue
+        out[i] = value
+    return out
