@@ -14,9 +14,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree, Real
 
 from ._typing import typecheck
+from .sharding import check_mesh, replicate, shard_batch, to_host
 from .spaces import flatten_space, to_configs
 
 __all__ = ["OptimizerState", "Optimizer"]
@@ -73,13 +75,18 @@ def _check_func(func: Callable, state: OptimizerState, key: PRNGKeyArray) -> Non
         )
 
 
-def _step(optimizer: Optimizer, state: OptimizerState, key: PRNGKeyArray, func: Callable):
-    """One iteration: suggest a batch, evaluate it under vmap, record the results."""
+def _step(optimizer: Optimizer, state: OptimizerState, key: PRNGKeyArray, func: Callable, mesh=None):
+    """One iteration: suggest a batch, evaluate it under vmap, record the results.
+
+    With a `mesh`, the batch is split over its devices for the evaluation, and the
+    results are gathered (replicated) for the update, which every device computes.
+    """
     k_suggest, k_eval, k_update = jax.random.split(key, 3)
     params = optimizer.get_next_params(state, k_suggest)
     keys = jax.random.split(k_eval, optimizer.n_parallel)
-    results = jax.vmap(func)(keys, params)
-    state = optimizer.update_state(state, k_update, results, params)
+    results = jax.vmap(func)(*shard_batch((keys, params), mesh))
+    results = shard_batch(results, mesh)
+    state = optimizer.update_state(state, k_update, replicate(results, mesh), replicate(params, mesh))
     return state, params, results
 
 
@@ -87,16 +94,17 @@ _jit_step = eqx.filter_jit(_step)
 
 
 @eqx.filter_jit
-def _scan(optimizer, state, key, func, n_iterations: int, callback=None):
+def _scan(optimizer, state, key, func, n_iterations: int, callback=None, mesh=None):
     def body(state, inputs):
         i, key = inputs
-        state, params, results = _step(optimizer, state, key, func)
+        state, params, results = _step(optimizer, state, key, func, mesh)
         if callback is not None:
             jax.debug.callback(lambda *a: (callback(*a), None)[1], i, state, params, results)
         return state, (params, results)
 
     inputs = (jnp.arange(n_iterations), jax.random.split(key, n_iterations))
-    return jax.lax.scan(body, state, inputs)
+    state, hist = jax.lax.scan(body, state, inputs)
+    return state, shard_batch(hist, mesh, axis=1)
 
 
 StateT = TypeVar("StateT", bound=OptimizerState)
@@ -175,6 +183,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
         callback: Callable | None = None,
         checkpoint: str | os.PathLike | None = None,
         progress: bool | None = None,
+        mesh: Mesh | None = None,
     ) -> tuple[StateT, tuple[list[PyTree], list[Array]]]:
         """High level API for optimizing a function over a space.
 
@@ -201,6 +210,10 @@ class Optimizer(eqx.Module, Generic[StateT]):
             progress: show a progress bar (iterations, best result so far) on stderr.
                 `None` (default) shows it when stderr is a terminal and the run has at
                 least 10 iterations; `True` always; `False` never.
+            mesh: a `jax.sharding.Mesh`: the `n_parallel` configurations of each batch
+                are split over its devices (all mesh axes), so each device evaluates
+                `n_parallel / mesh.size` of them; the GP step stays replicated.
+                `n_parallel` must be a multiple of the device count.
 
         Returns `(state, (params_hist, results_hist))`: lists with one batched params
         pytree and one `(n_parallel,)` results array per iteration (including those
@@ -208,9 +221,10 @@ class Optimizer(eqx.Module, Generic[StateT]):
         """
         n_iterations = self._n_iterations(state, n_iterations)
         _check_func(func, state, key)
+        check_mesh(mesh, self.n_parallel, type(self).__name__)
 
         def step(state, k):
-            return _jit_step(self, state, k, func)
+            return _jit_step(self, state, k, func, mesh)
 
         return _loop(self, state, key, n_iterations, step, callback, checkpoint, progress, 10)
 
@@ -281,6 +295,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
         n_iterations: int | None = None,
         *,
         callback: Callable | None = None,
+        mesh: Mesh | None = None,
     ) -> tuple[StateT, tuple[PyTree, Array]]:
         """Like `optimize`, but the whole loop is one `jax.lax.scan` in one XLA program.
 
@@ -294,12 +309,16 @@ class Optimizer(eqx.Module, Generic[StateT]):
         iterations), its return value is ignored, and under `vmap` it is called once
         per batch element. There is no checkpointing inside a scan: for long searches
         use `optimize`, or run `optimize_scan` in chunks and `save_state` between them.
+
+        `mesh` splits each batch's evaluation over the mesh's devices, as in
+        `optimize`; the returned histories keep that split along their batch axis.
         """
         n_iterations = self._n_iterations(state, n_iterations)
         _check_func(func, state, key)
         if callback is not None and not callable(callback):
             raise TypeError(f"`callback` must be callable, got {callback!r}.")
-        return _scan(self, state, key, func, n_iterations, callback)
+        check_mesh(mesh, self.n_parallel, type(self).__name__)
+        return _scan(self, state, key, func, n_iterations, callback, mesh)
 
     def warm_start(self, state: StateT, params: Any, results: Any = None) -> StateT:
         """Record observations made earlier (only for searches that model them)."""
@@ -369,8 +388,8 @@ def _checkpoint(optimizer, state, key, n_iterations, path, params_hist, results_
     from .checkpoint import _save_run
 
     history = (
-        jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *params_hist),
-        np.stack([np.asarray(r) for r in results_hist]),
+        jax.tree_util.tree_map(lambda *xs: np.stack([to_host(x) for x in xs]), *params_hist),
+        np.stack([to_host(r) for r in results_hist]),
     )
     extra = {
         "iteration": len(results_hist),
@@ -400,7 +419,7 @@ class _Progress:
             self._postfix()
 
     def _see(self, results):
-        r = np.asarray(results, np.float64)
+        r = to_host(results).astype(np.float64)
         self.failed += int(np.sum(~np.isfinite(r)))
         r = r[np.isfinite(r)]
         if r.size:

@@ -17,6 +17,7 @@ PAGES = [
     "docs/howto/equinox-model.md",
     "docs/howto/long-searches.md",
     "docs/howto/host-objectives.md",
+    "docs/howto/sharding.md",
 ]
 
 

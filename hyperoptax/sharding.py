@@ -1,0 +1,67 @@
+"""Spreading the evaluation of a batch over the devices of a `jax.sharding.Mesh`.
+
+The `n_parallel` configurations of a batch are split along the mesh's devices (every
+mesh axis is used for the batch axis); each device evaluates its share. The GP step is
+small and stays replicated: every device computes the same suggestion. Outputs read on
+the host are replicated, or gathered across processes, so nothing assumes that one
+process sees every device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["batch_sharding", "check_mesh", "to_host"]
+
+
+def check_mesh(mesh: Any, n_parallel: int, owner: str) -> None:
+    """A `Mesh` whose device count divides `n_parallel`, or a clear error."""
+    if mesh is None:
+        return
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"{owner}: `mesh` must be a jax.sharding.Mesh, got {mesh!r}.")
+    if n_parallel % mesh.size:
+        raise ValueError(
+            f"{owner}: n_parallel={n_parallel} configurations cannot be split evenly over "
+            f"the mesh's {mesh.size} devices; choose n_parallel as a multiple of {mesh.size} "
+            f"(each device evaluates n_parallel / {mesh.size})."
+        )
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1, axis: int = 0) -> NamedSharding:
+    """Shard dimension `axis` of an `ndim`-dimensional array over all of `mesh`."""
+    spec: list[Any] = [None] * ndim
+    spec[axis] = mesh.axis_names
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def shard_batch(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:
+    """Constrain the leading (batch) axis of every leaf to be split over `mesh`."""
+    if mesh is None:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim, axis)), tree
+    )
+
+
+def replicate(tree: Any, mesh: Mesh | None) -> Any:
+    if mesh is None:
+        return tree
+    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, replicated(mesh)), tree)
+
+
+def to_host(x: Any) -> np.ndarray:
+    """A NumPy copy of `x`, gathered from other processes when this one lacks shards."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
