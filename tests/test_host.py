@@ -215,3 +215,36 @@ def test_tunes_a_scikit_learn_model_end_to_end():
     assert float(opt.best_result(state)) > worst_alpha + 0.1
     assert float(opt.best_result(state)) == pytest.approx(cv_score(
         {"alpha": float(best["alpha"]), "scale": space["scale"].decode(best["scale"])}), rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_host_search_checkpoints_and_resumes(tmp_path):
+    state, opt = hx.RandomSearch.init(SPACE, n_parallel=2)
+    full, (_, rh) = opt.optimize_host(state, KEY, loss, 4)
+
+    def crash(i, *_):
+        if i == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        opt.optimize_host(state, KEY, loss, 4, checkpoint=tmp_path / "c", callback=crash)
+    calls = []
+
+    def counted(config):
+        calls.append(config)
+        return loss(config)
+
+    _, (_, rh2) = opt.optimize_host(state, KEY, counted, 4, checkpoint=tmp_path / "c")
+    # The crash came before iteration 2 was saved: iterations 2 and 3 (two configurations
+    # each) are evaluated again, 0 and 1 come from the checkpoint; the history is whole.
+    assert len(calls) == 4
+    np.testing.assert_array_equal(np.stack(rh2), np.stack(rh))
+
+
+def test_functions_as_choices():
+    space = {"act": hx.CategoricalSpace((np.tanh, np.sin, None))}
+    state, opt = hx.RandomSearch.init(space, n_parallel=6)
+    configs = hx.to_configs(opt.get_next_params(state, KEY), space)
+    assert {c["act"] for c in configs} <= {np.tanh, np.sin, None}
+    back = hx.from_configs(configs, space)
+    assert [space["act"].decode(i) for i in np.asarray(back["act"])] == [c["act"] for c in configs]
