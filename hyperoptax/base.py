@@ -264,7 +264,8 @@ class Optimizer(eqx.Module, Generic[StateT]):
                 `RuntimeWarning` naming it and the error, and the search goes on (the
                 model treats it as the worst result seen). `"raise"`: the error
                 propagates and the search stops.
-            callback, checkpoint: as in `optimize`.
+            callback: as in `optimize`.
+            checkpoint: as in `optimize`.
             progress: as in `optimize`, except that `None` shows the bar whenever
                 stderr is a terminal.
 
