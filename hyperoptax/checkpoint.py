@@ -131,6 +131,13 @@ def _check_compatible(path, header: dict, expected: dict) -> None:
             )
 
 
+def _checked_header(path, like: OptimizerState, optimizer: Optimizer | None) -> dict:
+    """The header of `path`, after checking that it was made for this search."""
+    header = read_header(path)
+    _check_compatible(path, header, _header(like, optimizer, None))
+    return header
+
+
 def _read(path, like: PyTree) -> PyTree:
     with open(path, "rb") as f:
         _read_header(f, path)
@@ -161,8 +168,7 @@ def load_state(
     state class, buffer size or (when both sides know it) optimizer configuration raises
     `ValueError` saying what differs.
     """
-    header = read_header(path)
-    _check_compatible(path, header, _header(like, optimizer, None))
+    _checked_header(path, like, optimizer)
     return _read(path, like)
 
 
@@ -174,9 +180,7 @@ def _save_run(path, state, optimizer, extra: dict[str, Any], history: PyTree) ->
 
 def _load_run(path, like_state, optimizer, history_treedef) -> tuple[dict, Any, PyTree]:
     """Read a run checkpoint made for this search; returns `(extra, state, history)`."""
-    header = read_header(path)
-    _check_compatible(path, header, _header(like_state, optimizer, None))
-    extra = header["extra"]
+    extra = _checked_header(path, like_state, optimizer)["extra"]
     if "iteration" not in extra:
         raise ValueError(f"{path} holds a saved state, not a running search's checkpoint.")
     leaves = [np.zeros(shape, dtype) for shape, dtype in extra["history"]]

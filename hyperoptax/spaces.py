@@ -530,11 +530,6 @@ def _flatten(space) -> FlatSpace:
     return FlatSpace(columns, treedef, paths)
 
 
-def _python_value(x: Any) -> Any:
-    item = np.asarray(x).item()
-    return item
-
-
 def _space_leaves(space: PyTree) -> list[Space]:
     return jax.tree_util.tree_leaves(space, is_leaf=_is_space)
 
