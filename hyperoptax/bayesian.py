@@ -107,7 +107,9 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
     refitted before the next pick.
 
     Attributes:
-        jitter: small diagonal added to the kernel matrix for numerical stability.
+        jitter: small diagonal added to the kernel matrix for numerical stability,
+            stated for float32; under `jax_enable_x64` it is scaled down by the ratio of
+            the float64 and float32 machine epsilons (see the concepts page).
         kernel: covariance function; its `length_scale` initialises the ARD scales.
         acquisition: acquisition function (default `PI()`).
         n_candidates: random and local candidates scored per pick (default 1000).

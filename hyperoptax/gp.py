@@ -28,16 +28,24 @@ __all__ = [
     "predict",
     "neg_log_marginal_likelihood",
     "fit_hyperparameters",
+    "spread_subset",
     "maximize_acquisition",
 ]
 
 # Hyperparameter bounds on the unit cube with standardised targets.
 LOG_LS_BOUNDS = (math.log(0.01), math.log(100.0))
 LOG_OUTPUT_BOUNDS = (math.log(0.05), math.log(20.0))
-# Noise floor: 1e-6 of the standardised variance, in float32 and float64 alike; a lower
-# floor in float64 let the model grow overconfident and stall in local optima.
+# Noise floor, a fraction of the standardised variance. float32 cannot factorise a Gram
+# matrix of clustered points with less on its diagonal; float64 can, and resolves much
+# finer differences near the optimum with it. (A floor at float64's precision, far
+# below 1e-10, let the model grow overconfident and stall in local optima.)
 LOG_NOISE_MIN = math.log(1e-6)
+LOG_NOISE_MIN_F64 = math.log(1e-10)
 LOG_NOISE_MAX = math.log(0.5)
+# Hyperparameters are fitted on at most this many observations (spread over the whole
+# history): each Adam step factorises the Gram matrix, O(n^3), and a few hundred points
+# pin down length scales, output scale and noise as well as thousands do.
+MAX_FIT_POINTS = 256
 
 
 class GPParams(eqx.Module):
@@ -52,8 +60,28 @@ class GPParams(eqx.Module):
         return GPParams(
             jnp.clip(self.log_length_scale, *LOG_LS_BOUNDS),
             jnp.clip(self.log_output_scale, *LOG_OUTPUT_BOUNDS),
-            jnp.clip(self.log_noise, LOG_NOISE_MIN, LOG_NOISE_MAX),
+            jnp.clip(self.log_noise, log_noise_min(self.log_noise.dtype), LOG_NOISE_MAX),
         )
+
+
+def _f64(dtype) -> bool:
+    return jnp.finfo(dtype).bits > 32
+
+
+def log_noise_min(dtype) -> float:
+    """The lower bound on the log noise variance for arrays of `dtype`."""
+    return LOG_NOISE_MIN_F64 if _f64(dtype) else LOG_NOISE_MIN
+
+
+def effective_jitter(jitter, dtype):
+    """`jitter` is stated for float32; wider floats get it scaled by their epsilon ratio.
+
+    The default 1e-6 is what float32 needs to factorise clustered points; in float64 the
+    same diagonal would blur differences float64 can resolve.
+    """
+    if not _f64(dtype):
+        return jitter
+    return jitter * float(jnp.finfo(dtype).eps / jnp.finfo(jnp.float32).eps)
 
 
 class Posterior(eqx.Module):
@@ -74,7 +102,7 @@ def _cross(kernel: BaseKernel, params: GPParams, A, B):
 def _masked_gram(kernel, params, X, mask, jitter):
     K = _cross(kernel, params, X, X)
     both = mask[:, None] & mask[None, :]
-    diag = jnp.where(mask, jnp.exp(params.log_noise) + jitter, 1.0)
+    diag = jnp.where(mask, jnp.exp(params.log_noise) + effective_jitter(jitter, X.dtype), 1.0)
     return jnp.where(both, K, 0.0) + jnp.diag(diag)
 
 
@@ -84,7 +112,7 @@ def _cholesky(K, jitter):
     eye = jnp.eye(K.shape[0], dtype=K.dtype)
     return jax.lax.cond(
         jnp.any(jnp.isnan(L)),
-        lambda: jnp.linalg.cholesky(K + (1e3 * jitter + 1e-4) * eye),
+        lambda: jnp.linalg.cholesky(K + (1e3 * jitter + (1e-8 if _f64(K.dtype) else 1e-4)) * eye),
         lambda: L,
     )
 
@@ -99,7 +127,7 @@ def fit(
     jitter,
 ) -> Posterior:
     """Condition the GP on the masked observations `(X, y)`."""
-    L = _cholesky(_masked_gram(kernel, params, X, mask, jitter), jitter)
+    L = _cholesky(_masked_gram(kernel, params, X, mask, jitter), effective_jitter(jitter, X.dtype))
     # Triangular solves rather than an explicit inverse: float32 needs the accuracy
     # to resolve the objective near the optimum.
     alpha = jax.scipy.linalg.cho_solve((L, True), jnp.where(mask, y, 0.0))
@@ -166,22 +194,39 @@ def _objective_grad(kernel, params, X, y, mask, jitter) -> GPParams:
     ls = jnp.exp(params.log_length_scale)
     sf2 = jnp.exp(2 * params.log_output_scale)
     noise = jnp.exp(params.log_noise)
-    D2 = kernel.sqdist_terms(X, X, ls)
-    r2 = jnp.sum(D2, axis=-1)
+    r2 = kernel.sqdist(X, X, ls)
     prof, dprof = jax.jvp(kernel.profile, (r2,), (jnp.ones_like(r2),))
     both = mask[:, None] & mask[None, :]
-    K = jnp.where(both, sf2 * prof, 0.0) + jnp.diag(jnp.where(mask, noise + jitter, 1.0))
+    diag = noise + effective_jitter(jitter, f)
+    K = jnp.where(both, sf2 * prof, 0.0) + jnp.diag(jnp.where(mask, diag, 1.0))
     eye = jnp.eye(n, dtype=f)
-    L_inv = jax.scipy.linalg.solve_triangular(_cholesky(K, jitter), eye, lower=True)
+    L_inv = jax.scipy.linalg.solve_triangular(_cholesky(K, effective_jitter(jitter, f)), eye, lower=True)
     K_inv = L_inv.T @ L_inv
     a = K_inv @ jnp.where(mask, y, 0.0)
     W = jnp.where(both, 0.5 * (K_inv - a[:, None] * a[None, :]), 0.0)
     prior = jax.grad(_neg_log_prior)(params)
     return GPParams(
-        -2.0 * sf2 * jnp.einsum("ij,ijk->k", W * dprof, D2) + prior.log_length_scale,
+        -2.0 * sf2 * kernel.sqdist_contract(X, X, ls, W * dprof) + prior.log_length_scale,
         2.0 * sf2 * jnp.sum(W * prof) + prior.log_output_scale,
         noise * jnp.trace(W) + prior.log_noise,
     )
+
+
+def spread_subset(
+    X: Float[Array, "n d"], y: Float[Array, " n"], mask: Bool[Array, " n"], m: int
+) -> tuple[Float[Array, "m d"], Float[Array, " m"], Bool[Array, " m"]]:
+    """A masked buffer of `m` rows holding at most `m` of the observed rows.
+
+    All observed rows when there are at most `m`; otherwise `m` of them evenly spaced
+    in buffer order (for a search: over its whole history, old and recent alike).
+    """
+    n_obs = jnp.sum(mask)
+    i = jnp.arange(m)
+    # 0-based rank among the observed rows of each row to take.
+    ranks = jnp.where(n_obs > m, (i * n_obs) // m, i)
+    rows = jnp.searchsorted(jnp.cumsum(mask), ranks + 1)
+    rows = jnp.minimum(rows, X.shape[0] - 1)
+    return X[rows], y[rows], i < n_obs
 
 
 @typecheck
@@ -194,9 +239,16 @@ def fit_hyperparameters(
     jitter,
     n_steps: int,
     learning_rate: float = 0.1,
+    max_points: int = MAX_FIT_POINTS,
 ) -> GPParams:
-    """Maximise the marginal likelihood (with weak priors) by `n_steps` of Adam from `params`."""
+    """Maximise the marginal likelihood (with weak priors) by `n_steps` of Adam from `params`.
+
+    Buffers longer than `max_points` are fitted on `spread_subset` of their observations,
+    so the cost of a step stops growing with the number of observations.
+    """
     opt = optax.adam(learning_rate)
+    if X.shape[0] > max_points:
+        X, y, mask = spread_subset(X, y, mask, max_points)
     y = jnp.where(mask, y, 0.0)
 
     def step(carry, _):

@@ -254,6 +254,16 @@ def test_float64_search_runs_in_float64(tmp_path):
         assert state.log_length_scale.dtype == jnp.float64
         assert ph[-1]["x1"].dtype == jnp.float64
         assert bool(jnp.isfinite(opt.best_result(state)))
+        # float64 gets a lower noise floor and a scaled-down jitter, so the posterior
+        # interpolates noise-free data far more closely than float32 can (about 1e-5).
+        from hyperoptax import gp
+        X = jnp.linspace(0, 1, 12)[:, None]
+        y = jnp.sin(6 * X[:, 0])
+        p = gp.GPParams(jnp.log(jnp.array([0.3])), jnp.array(0.0), jnp.array(-50.0)).clip()
+        assert float(jnp.exp(p.log_noise)) < 1e-9
+        post = gp.fit(hx.Matern(nu=2.5), p, X, y, jnp.ones(12, bool), 1e-6)
+        mean, _ = gp.predict(hx.Matern(nu=2.5), post, X)
+        assert float(jnp.max(jnp.abs(mean - y))) < 1e-8, mean - y
         print("ok")
         """
     )

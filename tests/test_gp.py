@@ -75,3 +75,47 @@ def test_analytic_gradient_matches_autodiff():
     ours = gp._objective_grad(KERNEL, p, X, y, MASK, 1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(auto), jax.tree_util.tree_leaves(ours)):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
+
+
+def test_analytic_gradient_matches_autodiff_with_categorical_dims():
+    kernel = hx.kernels.Unordered(hx.Matern(nu=1.5), (3, 0))
+    p = params(ls=0.4, noise=1e-3)
+    y = jnp.where(MASK, Y, 0.0)
+
+    def objective(q):
+        return gp.neg_log_marginal_likelihood(kernel, q, X, y, MASK, 1e-6) + gp._neg_log_prior(q)
+
+    auto = jax.grad(objective)(p)
+    ours = gp._objective_grad(kernel, p, X, y, MASK, 1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(auto), jax.tree_util.tree_leaves(ours)):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
+
+
+def test_spread_subset_takes_observed_rows_evenly():
+    n = 40
+    Xs = jnp.arange(n, dtype=jnp.float32)[:, None] * jnp.ones((1, D))
+    mask = (jnp.arange(n) % 4 != 3) & (jnp.arange(n) < 36)  # 27 observed rows, with gaps
+    observed = np.flatnonzero(np.asarray(mask))
+    Xa, ya, ma = gp.spread_subset(Xs, Xs[:, 0], mask, 9)
+    assert bool(ma.all())
+    np.testing.assert_array_equal(ya, observed[::3])  # every third observed row
+    np.testing.assert_array_equal(Xa[:, 1], ya)
+    # Room for all of them: every observed row once, the rest masked out.
+    Xb, yb, mb = gp.spread_subset(Xs, Xs[:, 0], mask, 32)
+    assert int(mb.sum()) == 27
+    np.testing.assert_array_equal(np.asarray(yb)[np.asarray(mb)], observed)
+
+
+def test_long_buffers_fit_hyperparameters_on_a_spread_subset():
+    n = 30
+    Xl = jax.random.uniform(jax.random.PRNGKey(3), (n, D))
+    yl = jnp.sin(6 * Xl[:, 0]) + Xl[:, 1]
+    mask = jnp.arange(n) < 25
+    p0 = params(ls=1.0, noise=1e-2)
+    capped = gp.fit_hyperparameters(KERNEL, p0, Xl, yl, mask, 1e-6, 5, max_points=10)
+    Xs, ys, ms = gp.spread_subset(Xl, yl, mask, 10)
+    direct = gp.fit_hyperparameters(KERNEL, p0, Xs, ys, ms, 1e-6, 5)
+    full = gp.fit_hyperparameters(KERNEL, p0, Xl, yl, mask, 1e-6, 5)
+    for a, b in zip(jax.tree_util.tree_leaves(capped), jax.tree_util.tree_leaves(direct)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert not np.allclose(capped.log_length_scale, full.log_length_scale)

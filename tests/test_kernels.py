@@ -53,3 +53,19 @@ def test_bad_arguments():
         hx.RBF(length_scale=0.0)
     with pytest.raises(ValueError, match="length_scale"):
         hx.Matern(length_scale=-1.0)
+
+
+def test_sqdist_and_contraction_match_per_dimension_terms():
+    x = jax.random.uniform(jax.random.PRNGKey(5), (7, 3))
+    y = jax.random.uniform(jax.random.PRNGKey(6), (5, 3))
+    ls = jnp.array([0.2, 1.0, 3.0])
+    terms = ((x[:, None, :] - y[None, :, :]) / ls[None, None, :]) ** 2
+    k = hx.Matern(nu=1.5)
+    np.testing.assert_allclose(k.sqdist(x, y, ls), terms.sum(-1), rtol=1e-5)
+    w = jax.random.normal(jax.random.PRNGKey(7), (7, 5))
+    np.testing.assert_allclose(k.sqdist_contract(x, y, ls, w), jnp.einsum("ij,ijk->k", w, terms), rtol=1e-4)
+    # A categorical first dimension (3 cells): 1 / l^2 between different cells, 0 within.
+    u = hx.kernels.Unordered(k, (3, 0, 0))
+    cells_differ = (jnp.floor(x[:, None, 0] * 3) != jnp.floor(y[None, :, 0] * 3)) / ls[0] ** 2
+    expected = cells_differ + terms[..., 1:].sum(-1)
+    np.testing.assert_allclose(u.sqdist(x, y, ls), expected, rtol=1e-5)
