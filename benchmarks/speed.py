@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -128,9 +129,15 @@ def branin_total(config):
     return dict(total=time.perf_counter() - t)
 
 
-def _in_fresh_process(call: str) -> dict:
+def _in_fresh_process(call: str, cache_dir: str | None = None) -> dict:
+    """Run `speed.<call>` in a new interpreter; `cache_dir` turns on JAX's persistent
+    compilation cache there (see docs/howto/startup.md)."""
+    cache = ""
+    if cache_dir:
+        cache = (f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
+                 f"jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); ")
     code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import speed; "
-            f"import jax; jax.numpy.zeros(1).block_until_ready(); "
+            f"import jax; {cache}jax.numpy.zeros(1).block_until_ready(); "
             f"print('RESULT', json.dumps(speed.{call}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     for line in out.stdout.splitlines():
@@ -176,11 +183,14 @@ def main():
             print(f"| {n} | {r['vmapped']:.2f} | {r['sequential']:.2f} | {r['vmapped'] / r['sequential']:.2f} | "
                   f"{r['first_vmapped']:.1f} |", flush=True)
     if want("branin"):
-        print("\n| config | 50-evaluation Branin `optimize`, compile included (s) |")
-        print("|---|---|")
+        print("\n| config | 50-evaluation Branin `optimize`, compile included (s) | the same with a warm persistent compilation cache (s) |")
+        print("|---|---|---|")
         for config in CONFIGS:
-            r = _in_fresh_process(f"branin_total({config!r})")
-            print(f"| {config} | {r['total']:.1f} |", flush=True)
+            cold = _in_fresh_process(f"branin_total({config!r})")
+            with tempfile.TemporaryDirectory() as cache:
+                _in_fresh_process(f"branin_total({config!r})", cache)  # fills the cache
+                warm = _in_fresh_process(f"branin_total({config!r})", cache)
+            print(f"| {config} | {cold['total']:.1f} | {warm['total']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

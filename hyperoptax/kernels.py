@@ -71,7 +71,7 @@ class BaseKernel(eqx.Module):
         # One dimension per step: XLA's CPU backend evaluates an (n, m, d) broadcast
         # reduced over d an order of magnitude slower than d passes over (n, m), and
         # the loop compiles once whatever d is.
-        return jax.lax.scan(step, init, (x.T, y.T, ls, jnp.arange(d)))
+        return jax.lax.scan(step, init, (x.T, y.T, ls, jnp.arange(d)), unroll=d if d <= 8 else 1)
 
     def sqdist(
         self, x: Float[Array, "n d"], y: Float[Array, "m d"], length_scale: ArrayLike | None = None
