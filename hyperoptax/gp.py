@@ -106,13 +106,49 @@ def _masked_gram(kernel, params, X, mask, jitter):
     return jnp.where(both, K, 0.0) + jnp.diag(diag)
 
 
+@jax.custom_batching.custom_vmap
+def _cholesky_one_by_one(K):
+    return jnp.linalg.cholesky(K)
+
+
+@_cholesky_one_by_one.def_vmap
+def _cholesky_vmap(axis_size, in_batched, K):
+    # Under vmap, factorise the batch one matrix at a time. jaxlib's batched CPU
+    # Cholesky splits a batch over XLA's thread pool and blocks its own thread until
+    # the pieces finish; run from a pool thread, it can wait for pieces no thread will
+    # pick up: 64 searches under one `filter_vmap` hung for good. The matrices here
+    # are small, so the loop costs little.
+    (batched,) = in_batched
+    if not batched:
+        return _cholesky_one_by_one(K), False
+    return jax.lax.map(_cholesky_one_by_one, K), True
+
+
+@jax.custom_jvp
+def cholesky(K: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    """Lower Cholesky factor, safe under `vmap` on the CPU, differentiable."""
+    return _cholesky_one_by_one(K)
+
+
+@cholesky.defjvp
+def _cholesky_jvp(primals, tangents):
+    # dL = L Phi(L^-1 dK L^-T), Phi = lower triangle with the diagonal halved.
+    (K,), (dK,) = primals, tangents
+    L = cholesky(K)
+    dK = 0.5 * (dK + dK.T)
+    tmp = jax.scipy.linalg.solve_triangular(L, dK, lower=True)
+    tmp = jax.scipy.linalg.solve_triangular(L, tmp.T, lower=True).T
+    phi = jnp.tril(tmp) - 0.5 * jnp.diag(jnp.diagonal(tmp))
+    return L, L @ phi
+
+
 def _cholesky(K, jitter):
-    L = jnp.linalg.cholesky(K)
+    L = cholesky(K)
     # Rare numerical failure: retry once with a much larger diagonal.
     eye = jnp.eye(K.shape[0], dtype=K.dtype)
     return jax.lax.cond(
         jnp.any(jnp.isnan(L)),
-        lambda: jnp.linalg.cholesky(K + (1e3 * jitter + (1e-8 if _f64(K.dtype) else 1e-4)) * eye),
+        lambda: cholesky(K + (1e3 * jitter + (1e-8 if _f64(K.dtype) else 1e-4)) * eye),
         lambda: L,
     )
 
