@@ -10,9 +10,11 @@ a crash mid-write leaves the previous checkpoint intact, never a torn file.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,7 @@ def _write_atomic(path: Path, header: dict, payload: PyTree) -> None:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
+    started = time.time()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -81,6 +84,14 @@ def _write_atomic(path: Path, header: dict, payload: PyTree) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    # A writer killed mid-write (SIGKILL, power loss) leaves its temporary file behind;
+    # the next successful write removes those older than itself.
+    for stale in directory.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if stale.stat().st_mtime < started:
+                stale.unlink()
+        except OSError:
+            pass
     try:  # make the rename itself durable
         dir_fd = os.open(directory, os.O_RDONLY)
     except OSError:

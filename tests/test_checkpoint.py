@@ -124,6 +124,15 @@ def test_save_and_load_state_round_trip(tmp_path, search, reference, monkeypatch
     again = hx.load_state(tmp_path / "s", state, opt)
     np.testing.assert_array_equal(again.X, full.X)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+    # A writer killed mid-write leaves its temporary file; the next write removes it,
+    # but not one that another writer is still filling (newer than this write).
+    stale, live = tmp_path / ".s.killed.tmp", tmp_path / ".s.live.tmp"
+    stale.write_bytes(b"partial")
+    live.write_bytes(b"partial")
+    os.utime(stale, (1e9, 1e9))
+    os.utime(live, (4e9, 4e9))
+    hx.save_state(tmp_path / "s", full, opt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.live.tmp", "s"]
 
 
 def test_optimize_scan_callback_sees_every_iteration(search):
