@@ -474,7 +474,7 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
         return flat.to_unit(flat.from_unit(x)) if snaps else x
 
     def body(carry, inputs):
-        X, y, m = carry
+        X, y, m, y_best = carry
         j, k = inputs
         k_cand, k_hall = jax.random.split(k)
         post = gp.fit(kernel, params, X, y, m, opt.jitter)
@@ -505,13 +505,17 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
         mean, std = gp.predict(kernel, post, x[None, :])
         h = unit * opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit)
         slot = n_max + j
-        return (X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x
+        # The believer takes its pseudo-observation for real, so a hallucinated value
+        # above the best becomes the incumbent the next picks must beat.
+        y_best = jnp.maximum(y_best, h)
+        return (X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True), y_best), x
 
     f = U.dtype
     carry = (
         jnp.concatenate([U, jnp.zeros((P, d), f)]),
         jnp.concatenate([z, jnp.zeros((P,), f)]),
         jnp.concatenate([state.mask, jnp.zeros((P,), bool)]),
+        y_best,
     )
     _, xs = jax.lax.scan(body, carry, (jnp.arange(P), jax.random.split(key, P)))
     return xs

@@ -197,6 +197,20 @@ def test_each_hallucination_changes_the_batch(branin_opt):
             assert not np.allclose(batches[i][1:], batches[j][1:])
 
 
+def test_optimistic_hallucination_becomes_the_incumbent(branin_opt):
+    # Kriging Believer believes its pseudo-observations: a hallucinated value far above
+    # everything observed is the best "result" the next picks must beat. If the
+    # acquisition kept measuring against the observed best, the neighbourhood of the
+    # first pick (mean near the hallucinated value) would win and the batch would pile
+    # up there.
+    state, opt = branin_opt
+    state, _ = opt.optimize(state, KEY, branin, 2)
+    o = eqx.tree_at(lambda o: o.hallucination, opt, hx.ConstantHallucination(value=50.0))
+    p = o.get_next_params(state, KEY)
+    unit = np.stack([(p["x1"] + 5.0) / 15.0, p["x2"] / 15.0], 1)
+    assert np.min(np.linalg.norm(unit[1:] - unit[0], axis=1)) > 0.13  # 0.09 without the update
+
+
 def test_optimize_scan_vmaps_over_seeds(branin_opt):
     state, opt = branin_opt
     keys = jax.random.split(KEY, 3)
