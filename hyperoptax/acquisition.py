@@ -6,6 +6,8 @@ that 1.0 is the range of results observed so far (an improvement on the best by 
 would beat it by the whole observed range). Acquisitions and hallucinations get the
 posterior `mean`, `std` and the best observed value `y_max` on that scale, so absolute
 margins such as `PI(xi=0.01)` mean "1% of the observed range" for any objective.
+Within a parallel batch, `y_max` also counts the pseudo-observations of the batch's
+earlier picks (Kriging Believer takes them for real).
 """
 
 from __future__ import annotations
@@ -151,8 +153,9 @@ class BaseHallucination(eqx.Module):
     `h(mean, std, key, y_max) -> scalar` gives the pseudo-observation recorded at a point
     already chosen for the current batch, so the next pick of the batch goes elsewhere.
     All values are on the model's internal scale (larger is better, 1.0 is the observed
-    range of results; see the module docstring). Any
-    callable with this signature can be used; subclassing is optional.
+    range of results; see the module docstring); `y_max` is the best of the observed
+    results and of the batch's earlier pseudo-observations. Any callable with this
+    signature can be used; subclassing is optional.
     """
 
     @abc.abstractmethod
