@@ -207,7 +207,7 @@ def test_optimistic_hallucination_becomes_the_incumbent(branin_opt):
     state, _ = opt.optimize(state, KEY, branin, 2)
     o = eqx.tree_at(lambda o: o.hallucination, opt, hx.ConstantHallucination(value=50.0))
     p = o.get_next_params(state, KEY)
-    unit = np.stack([(p["x1"] + 5.0) / 15.0, p["x2"] / 15.0], 1)
+    unit = np.stack([BRANIN_SPACE[k].to_unit(p[k]) for k in ("x1", "x2")], 1)
     assert np.min(np.linalg.norm(unit[1:] - unit[0], axis=1)) > 0.13  # 0.09 without the update
 
 
