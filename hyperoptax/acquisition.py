@@ -2,10 +2,11 @@
 
 Both work on the model's internal scale. `BayesianSearch` orients the observed results
 so that larger is better, warps and standardises them for the GP, and then rescales so
-that 1.0 is the range of results observed so far (an improvement on the best by 1.0
-would beat it by the whole observed range). Acquisitions and hallucinations get the
-posterior `mean`, `std` and the best observed value `y_max` on that scale, so absolute
-margins such as `PI(xi=0.01)` mean "1% of the observed range" for any objective.
+that 1.0 is the range of results observed so far times the number of parameters (an
+improvement on the best by 1.0 would beat it by the whole observed range once per
+parameter). Acquisitions and hallucinations get the posterior `mean`, `std` and the best
+observed value `y_max` on that scale, so absolute margins such as `PI(xi=0.01)` mean
+"1% of the observed range per parameter" for any objective.
 Within a parallel batch, `y_max` also counts the pseudo-observations of the batch's
 earlier picks (Kriging Believer takes them for real).
 """
@@ -115,10 +116,11 @@ class PI(BaseAcquisition):
     """Probability of Improvement over `y_max + xi`.
 
     `xi` is an absolute margin on the model's internal scale, a fraction of the range of
-    results observed so far: the default asks for an improvement of 1% of that range.
-    The margin must not shrink with the posterior std, and must not be tiny: PI is
-    maximised about `xi / slope` away from the incumbent, so a vanishing margin creeps
-    along in infinitesimal steps and stops exploring.
+    results observed so far per parameter: in a search over 5 parameters the default
+    asks for an improvement of 5% of that range. The margin must not shrink with the
+    posterior std, and must not be tiny: PI is maximised about `xi / slope` away from
+    the incumbent, so a small margin creeps along in small steps and stops exploring,
+    and the room to explore grows with the number of parameters.
     """
 
     xi: ArrayLike = 0.01
@@ -153,7 +155,7 @@ class BaseHallucination(eqx.Module):
     `h(mean, std, key, y_max) -> scalar` gives the pseudo-observation recorded at a point
     already chosen for the current batch, so the next pick of the batch goes elsewhere.
     All values are on the model's internal scale (larger is better, 1.0 is the observed
-    range of results; see the module docstring); `y_max` is the best of the observed
+    range of results per parameter; see the module docstring); `y_max` is the best of the observed
     results and of the batch's earlier pseudo-observations. Any callable with this
     signature can be used; subclassing is optional.
     """
@@ -193,7 +195,7 @@ class ConstantHallucination(BaseHallucination):
     """Constant liar: hallucinate with `y_max`, or with a fixed `value` when given.
 
     A fixed `value` is on the model's internal scale (larger is better, centred on the
-    typical observed result, 1.0 is the observed range).
+    typical observed result, 1.0 is the observed range per parameter).
     """
 
     value: ArrayLike | None = None

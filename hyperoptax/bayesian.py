@@ -61,7 +61,7 @@ def _check_int(owner, name, value, minimum):
         raise ValueError(f"{owner}: `{name}` must be at least {minimum}, got {value!r}.")
 
 
-def _model_targets(y, mask, maximize: bool):
+def _model_targets(y, mask, maximize: bool, n_params: int = 1):
     """Raw results -> the GP's targets: oriented, failures imputed, warped, standardised.
 
     Non-finite results count as the worst finite result seen, so a failure teaches the
@@ -69,11 +69,15 @@ def _model_targets(y, mask, maximize: bool):
     gap to the best value is monotone: it spreads out values near the best and
     compresses far-off bad ones, which is what the search needs to resolve.
 
-    Also returns `unit`: how many standardised units an improvement on the best by the
-    whole observed range of results is worth (through the warp's slope at the best).
-    Acquisitions and hallucinations see values divided by `unit`, so a margin such as
-    `PI(xi=0.01)` means "beat the best by 1% of the observed range", whatever the
-    objective's scale or the number of observations.
+    Also returns `unit`, the acquisitions' scale: how many standardised units an
+    improvement on the best by `n_params` times the whole observed range of results is
+    worth (through the warp's slope at the best). Acquisitions and hallucinations see
+    values divided by `unit`, so a margin such as `PI(xi=0.01)` means "beat the best by
+    1% of the observed range per parameter", whatever the objective's scale or the
+    number of observations. Per parameter, because the room a search must cover grows
+    with the number of parameters: a margin fixed to the range makes PI creep around
+    the incumbent in more than two or three dimensions (benchmarks/RESULTS.md, "The seed
+    defaults").
     """
     f = y if maximize else -y
     finite = mask & jnp.isfinite(f)
@@ -91,7 +95,7 @@ def _model_targets(y, mask, maximize: bool):
     std = jnp.sqrt(jnp.sum(jnp.where(mask, (g - mean) ** 2, 0.0)) / n)
     std = jnp.where(std > 0, std, 1.0)
     z = jnp.where(mask, (g - mean) / std, 0.0)
-    unit = jnp.nanmax(gap) / (scale * std)
+    unit = n_params * jnp.nanmax(gap) / (scale * std)
     unit = jnp.where(jnp.isfinite(unit) & (unit > 0), unit, 1.0)
     return z, unit
 
@@ -292,8 +296,9 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
 
         `params` is a batched params pytree (each leaf `(q,)`) or a raw `(q, n_params)`
         array. Everything is on the model's internal scale, where larger is better
-        and 1.0 is the range of results observed so far (results oriented, warped
-        and standardised; see the concepts page), with the current hyperparameters.
+        and 1.0 is the range of results observed so far times the number of
+        parameters (results oriented, warped and standardised; see the concepts
+        page), with the current hyperparameters.
         For plots and diagnostics; the search itself does not call it.
         """
         flat = flatten_space(state.space)
@@ -404,7 +409,7 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) ->
 @eqx.filter_jit
 def _predict(opt: BayesianSearch, state: BayesianSearchState, X):
     flat = flatten_space(state.space)
-    z, unit = _model_targets(state.y, state.mask, opt.maximize)
+    z, unit = _model_targets(state.y, state.mask, opt.maximize, flat.n_params)
     kernel = _model_kernel(opt, flat)
     post = gp.fit(kernel, _gp_params(state), _unit_inputs(flat, state), z, state.mask, opt.jitter)
     mean, std = gp.predict(kernel, post, flat.to_unit(X))
@@ -464,7 +469,7 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
     params = _gp_params(state)
     kernel = _model_kernel(opt, flat)
     U = _unit_inputs(flat, state)
-    z, unit = _model_targets(state.y, state.mask, opt.maximize)
+    z, unit = _model_targets(state.y, state.mask, opt.maximize, flat.n_params)
     i_best = jnp.argmax(jnp.where(state.mask, z, -jnp.inf))
     x_best, y_best = U[i_best], z[i_best]
     snaps = bool(flat.integer.any())

@@ -289,17 +289,22 @@ def test_float64_search_runs_in_float64(tmp_path):
     assert "ok" in out.stdout
 
 
-def test_pi_margin_is_a_fraction_of_the_observed_range():
+def test_pi_margin_is_a_fraction_of_the_observed_range_per_parameter():
     from hyperoptax.bayesian import _model_targets
 
     y = jnp.array([10.0, 10.0 - 1e-3, 7.0, 4.0, 0.0, 0.0])
     mask = jnp.array([True] * 5 + [False])
-    z, unit = _model_targets(y, mask, True)
-    # Near the best, one unit of the acquisitions' scale is worth the observed range (10).
+    z, unit = _model_targets(y, mask, True, 3)
+    # Near the best, one unit of the acquisitions' scale is worth the observed range (10)
+    # once per parameter (3 here).
     slope = (z[0] - z[1]) / 1e-3
-    np.testing.assert_allclose(unit, slope * 10.0, rtol=1e-2)
+    np.testing.assert_allclose(unit, slope * 10.0 * 3, rtol=1e-2)
+    # The model's targets do not depend on the number of parameters.
+    z1, unit1 = _model_targets(y, mask, True, 1)
+    np.testing.assert_allclose(z1, z)
+    np.testing.assert_allclose(unit1 * 3, unit, rtol=1e-6)
     # Changing the objective's units or offset changes nothing the model sees.
-    z2, unit2 = _model_targets(1e3 * y - 5.0, mask, True)
+    z2, unit2 = _model_targets(1e3 * y - 5.0, mask, True, 3)
     np.testing.assert_allclose(z2, z, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(unit2, unit, rtol=1e-4)
 
