@@ -39,6 +39,8 @@ OUT = Path(__file__).resolve().parent / "out" / "runs.jsonl"
 
 # The configuration the docs recommend (see RESULTS.md for how it was chosen).
 RECOMMENDED = dict(kernel=hx.Matern(nu=1.5), acquisition=hx.UCB(), n_restarts=8, n_lbfgs_steps=30)
+RECOMMENDED_X64 = dict(kernel=hx.Matern(nu=2.5), acquisition=hx.UCB(kappa=1.0), n_restarts=8,
+                       n_lbfgs_steps=30, n_warmup=10)
 HX_CONFIGS = {
     "hx-defaults": dict(),
     "hx-defaults-p1": dict(n_parallel=1),
@@ -46,6 +48,8 @@ HX_CONFIGS = {
     "hx-recommended": dict(n_parallel=1, **RECOMMENDED),
     "hx-recommended-p4": dict(n_parallel=4, **RECOMMENDED),
     "hx-recommended-p8": dict(n_parallel=8, **RECOMMENDED),
+    # What we recommend with `jax_enable_x64` on (run it with --x64).
+    "hx-recommended-x64": dict(n_parallel=1, **RECOMMENDED_X64),
 }
 PEERS = ["optuna-tpe", "optuna-gp", "bayes_opt", "skopt"]
 CONTESTANTS = ["random", *HX_CONFIGS, *PEERS]

@@ -61,13 +61,25 @@ def _check_int(owner, name, value, minimum):
         raise ValueError(f"{owner}: `{name}` must be at least {minimum}, got {value!r}.")
 
 
+def warp_medians(dtype) -> float:
+    """The output warp's scale, in median gaps to the best result, for results of `dtype`.
+
+    See `_model_targets`; measured in benchmarks/RESULTS.md ("The output warp in float64").
+    """
+    return 10.0 if jnp.finfo(dtype).bits > 32 else 1.0
+
+
 def _model_targets(y, mask, maximize: bool, n_params: int = 1):
     """Raw results -> the GP's targets: oriented, failures imputed, warped, standardised.
 
     Non-finite results count as the worst finite result seen, so a failure teaches the
-    model "not here" without poisoning it. The warp `-log1p(gap / median gap)` of the
-    gap to the best value is monotone: it spreads out values near the best and
-    compresses far-off bad ones, which is what the search needs to resolve.
+    model "not here" without poisoning it. The warp `-log1p(gap / (c * median gap))` of
+    the gap to the best value is monotone: it spreads out values near the best and
+    compresses far-off bad ones, so that the GP can resolve the differences the search
+    needs near the optimum. It also reshapes the objective (a smooth bowl becomes a
+    sharp peak, which a stationary kernel extrapolates poorly), so it is only as strong
+    as the precision needs: `c = 1` in float32, `c = 10` in float64, which resolves
+    finer differences (as the noise floor and `jitter` are, see `gp.log_noise_min`).
 
     Also returns `unit`, the acquisitions' scale: how many standardised units an
     improvement on the best by `n_params` times the whole observed range of results is
@@ -88,7 +100,7 @@ def _model_targets(y, mask, maximize: bool, n_params: int = 1):
     gap = jnp.where(mask, best - f, jnp.nan)
     scale = jnp.nanmedian(gap)
     scale = jnp.where(scale > 0, scale, jnp.nanmax(gap))
-    scale = jnp.where(scale > 0, scale, 1.0)
+    scale = jnp.where(scale > 0, scale, 1.0) * warp_medians(y.dtype)
     g = -jnp.log1p(jnp.where(mask, gap, 0.0) / scale)
     n = jnp.maximum(jnp.sum(mask), 1)
     mean = jnp.sum(jnp.where(mask, g, 0.0)) / n
