@@ -155,9 +155,9 @@ class BaseHallucination(eqx.Module):
     `h(mean, std, key, y_max) -> scalar` gives the pseudo-observation recorded at a point
     already chosen for the current batch, so the next pick of the batch goes elsewhere.
     All values are on the model's internal scale (larger is better, 1.0 is the observed
-    range of results per parameter; see the module docstring); `y_max` is the best of the observed
-    results and of the batch's earlier pseudo-observations. Any callable with this
-    signature can be used; subclassing is optional.
+    range of results per parameter; see the module docstring); `y_max` is the best of
+    the observed results and of the batch's earlier pseudo-observations. Any callable
+    with this signature can be used; subclassing is optional.
     """
 
     @abc.abstractmethod

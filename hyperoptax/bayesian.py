@@ -66,7 +66,7 @@ def warp_medians(dtype) -> float:
 
     See `_model_targets`; measured in benchmarks/RESULTS.md ("The output warp in float64").
     """
-    return 10.0 if jnp.finfo(dtype).bits > 32 else 1.0
+    return 10.0 if gp._f64(dtype) else 1.0
 
 
 def _model_targets(y, mask, maximize: bool, n_params: int = 1):
