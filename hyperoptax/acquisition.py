@@ -4,11 +4,13 @@ Both work on the model's internal scale. `BayesianSearch` orients the observed r
 so that larger is better, warps and standardises them for the GP, and then rescales so
 that 1.0 is the range of results observed so far times the number of parameters (an
 improvement on the best by 1.0 would beat it by the whole observed range once per
-parameter). Acquisitions and hallucinations get the posterior `mean`, `std` and the best
-observed value `y_max` on that scale, so absolute margins such as `PI(xi=0.01)` mean
-"1% of the observed range per parameter" for any objective.
-Within a parallel batch, `y_max` also counts the pseudo-observations of the batch's
-earlier picks (Kriging Believer takes them for real).
+parameter). Acquisitions and hallucinations get the posterior `mean`, `std` and the
+incumbent `y_max` on that scale, so absolute margins such as `PI(xi=0.01)` mean "1% of
+the observed range per parameter" for any objective. The incumbent is the best value
+the model believes was observed: the largest posterior mean at the observed points,
+which is the best result itself unless the fitted noise explains part of the results.
+Within a parallel batch it also counts the pseudo-observations of the batch's earlier
+picks (Kriging Believer takes them for real).
 """
 
 from __future__ import annotations
@@ -155,8 +157,9 @@ class BaseHallucination(eqx.Module):
     `h(mean, std, key, y_max) -> scalar` gives the pseudo-observation recorded at a point
     already chosen for the current batch, so the next pick of the batch goes elsewhere.
     All values are on the model's internal scale (larger is better, 1.0 is the observed
-    range of results per parameter; see the module docstring); `y_max` is the best of
-    the observed results and of the batch's earlier pseudo-observations. Any callable
+    range of results per parameter; see the module docstring); `y_max` is the incumbent,
+    the largest posterior mean at the observed points and at the batch's earlier
+    pseudo-observations. Any callable
     with this signature can be used; subclassing is optional.
     """
 

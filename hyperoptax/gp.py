@@ -26,6 +26,7 @@ __all__ = [
     "Posterior",
     "fit",
     "predict",
+    "fitted_mean",
     "neg_log_marginal_likelihood",
     "fit_hyperparameters",
     "spread_subset",
@@ -181,6 +182,19 @@ def predict(
     var = jnp.exp(2 * post.params.log_output_scale) - jnp.sum(v * v, axis=0)
     std = jnp.sqrt(jnp.maximum(var, jnp.finfo(var.dtype).tiny))
     return mean, std
+
+
+@typecheck
+def fitted_mean(post: Posterior, y: Float[Array, " n"], jitter) -> Float[Array, " n"]:
+    """Posterior mean of the latent function at the training inputs (0 on masked rows).
+
+    `fit` solved `(K + (noise + jitter) I) alpha = y`, so the latent mean `K alpha` there
+    is `y - (noise + jitter) alpha`: what the model believes was observed, without
+    another kernel evaluation. It equals `y` when the model interpolates and is pulled
+    towards the neighbours where it explains part of an observation as noise.
+    """
+    diag = jnp.exp(post.params.log_noise) + effective_jitter(jitter, y.dtype)
+    return jnp.where(post.mask, y - diag * post.alpha, 0.0)
 
 
 @typecheck

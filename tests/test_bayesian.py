@@ -211,6 +211,29 @@ def test_optimistic_hallucination_becomes_the_incumbent(branin_opt):
     assert np.min(np.linalg.norm(unit[1:] - unit[0], axis=1)) > 0.13  # 0.09 without the update
 
 
+def test_acquisitions_measure_against_the_best_the_model_believes(branin_opt):
+    # With a noisy fit the best result is partly luck: EI is measured against the largest
+    # posterior mean at the observed points, not against the best result itself.
+    from hyperoptax.bayesian import _model_targets
+
+    state, opt = branin_opt
+    state, _ = opt.optimize(state, KEY, branin, 3)
+    X = state.X[state.mask]
+    z, unit = _model_targets(state.y, state.mask, False, 2)
+    best_result = jnp.max(jnp.where(state.mask, z, -jnp.inf)) / unit
+    ei = hx.EI(xi=0.0)
+    o = eqx.tree_at(lambda o: o.acquisition, opt, ei)
+    s = eqx.tree_at(lambda s: s.log_noise, state, jnp.asarray(np.log(0.3), state.X.dtype))
+    mean, std, acq = o.predict(s, X)  # at the observed points
+    assert float(best_result - jnp.max(mean)) > 0.1 * float(jnp.max(std))
+    np.testing.assert_allclose(acq, ei(mean, std, jnp.max(mean)), rtol=1e-4, atol=1e-7)
+    assert not np.allclose(acq, ei(mean, std, best_result), rtol=1e-2, atol=1e-7)
+    # A model that interpolates believes the best result.
+    s = eqx.tree_at(lambda s: s.log_noise, state, jnp.asarray(np.log(1e-6), state.X.dtype))
+    mean, _, _ = o.predict(s, X)
+    np.testing.assert_allclose(jnp.max(mean), best_result, rtol=1e-3)
+
+
 def test_optimize_scan_vmaps_over_seeds(branin_opt):
     state, opt = branin_opt
     keys = jax.random.split(KEY, 3)

@@ -26,6 +26,17 @@ def test_posterior_interpolates_noise_free_data():
     assert float(std.max()) < 0.05
 
 
+@pytest.mark.parametrize("noise", [1e-6, 0.3])
+def test_fitted_mean_is_the_posterior_mean_at_the_observations(noise):
+    post = gp.fit(KERNEL, params(noise=noise), X, Y, MASK, 1e-6)
+    fitted = gp.fitted_mean(post, Y, 1e-6)
+    mean, _ = gp.predict(KERNEL, post, X[:9])
+    np.testing.assert_allclose(fitted[:9], mean, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(fitted[9:], 0.0)
+    if noise > 0.1:  # a noisy model does not reproduce its observations
+        assert float(jnp.max(jnp.abs(fitted[:9] - Y[:9]))) > 0.1
+
+
 def test_masked_rows_are_ignored():
     junk = Y.at[9:].set(1e3)
     post_a = gp.fit(KERNEL, params(), X, Y, MASK, 1e-6)
