@@ -159,8 +159,8 @@ class BaseHallucination(eqx.Module):
     All values are on the model's internal scale (larger is better, 1.0 is the observed
     range of results per parameter; see the module docstring); `y_max` is the incumbent,
     the largest posterior mean at the observed points and at the batch's earlier
-    pseudo-observations. Any callable
-    with this signature can be used; subclassing is optional.
+    pseudo-observations. Any callable with this signature can be used; subclassing is
+    optional.
     """
 
     @abc.abstractmethod
