@@ -44,9 +44,11 @@ LOG_NOISE_MIN = math.log(1e-6)
 LOG_NOISE_MIN_F64 = math.log(1e-10)
 LOG_NOISE_MAX = math.log(0.5)
 # Hyperparameters are fitted on at most this many observations (spread over the whole
-# history): each Adam step factorises the Gram matrix, O(n^3), and a few hundred points
-# pin down length scales, output scale and noise as well as thousands do.
-MAX_FIT_POINTS = 256
+# history): each Adam step factorises the Gram matrix, O(n^3), and 128 points pin down
+# length scales, output scale and noise as well as more do (200-evaluation searches
+# ended as close to the optimum with 128 as with 256, at half the wall time;
+# benchmarks/RESULTS.md, "Speed"). Buffers of at most this size are fitted whole.
+MAX_FIT_POINTS = 128
 
 
 class GPParams(eqx.Module):
