@@ -87,6 +87,11 @@ def effective_jitter(jitter, dtype):
     return jitter * float(jnp.finfo(dtype).eps / jnp.finfo(jnp.float32).eps)
 
 
+def _diagonal(params: GPParams, jitter, dtype):
+    """What the Gram matrix adds on the diagonal of observed rows: noise plus jitter."""
+    return jnp.exp(params.log_noise) + effective_jitter(jitter, dtype)
+
+
 class Posterior(eqx.Module):
     """A fitted GP: training inputs, mask, Cholesky factor and `K^-1 y`."""
 
@@ -105,7 +110,7 @@ def _cross(kernel: BaseKernel, params: GPParams, A, B):
 def _masked_gram(kernel, params, X, mask, jitter):
     K = _cross(kernel, params, X, X)
     both = mask[:, None] & mask[None, :]
-    diag = jnp.where(mask, jnp.exp(params.log_noise) + effective_jitter(jitter, X.dtype), 1.0)
+    diag = jnp.where(mask, _diagonal(params, jitter, X.dtype), 1.0)
     return jnp.where(both, K, 0.0) + jnp.diag(diag)
 
 
@@ -195,8 +200,7 @@ def fitted_mean(post: Posterior, y: Float[Array, " n"], jitter) -> Float[Array, 
     another kernel evaluation. It equals `y` when the model interpolates and is pulled
     towards the neighbours where it explains part of an observation as noise.
     """
-    diag = jnp.exp(post.params.log_noise) + effective_jitter(jitter, y.dtype)
-    return jnp.where(post.mask, y - diag * post.alpha, 0.0)
+    return jnp.where(post.mask, y - _diagonal(post.params, jitter, y.dtype) * post.alpha, 0.0)
 
 
 @typecheck
@@ -249,7 +253,7 @@ def _objective_grad(kernel, params, X, y, mask, jitter) -> GPParams:
     r2 = kernel.sqdist(X, X, ls)
     prof, dprof = jax.jvp(kernel.profile, (r2,), (jnp.ones_like(r2),))
     both = mask[:, None] & mask[None, :]
-    diag = noise + effective_jitter(jitter, f)
+    diag = _diagonal(params, jitter, f)
     K = jnp.where(both, sf2 * prof, 0.0) + jnp.diag(jnp.where(mask, diag, 1.0))
     eye = jnp.eye(n, dtype=f)
     L_inv = jax.scipy.linalg.solve_triangular(_cholesky(K, effective_jitter(jitter, f)), eye, lower=True)
