@@ -36,11 +36,15 @@ __all__ = [
 # Hyperparameter bounds on the unit cube with standardised targets.
 LOG_LS_BOUNDS = (math.log(0.01), math.log(100.0))
 LOG_OUTPUT_BOUNDS = (math.log(0.05), math.log(20.0))
-# Noise floor, a fraction of the standardised variance. float32 cannot factorise a Gram
-# matrix of clustered points with less on its diagonal; float64 can, and resolves much
-# finer differences near the optimum with it. (A floor at float64's precision, far
-# below 1e-10, let the model grow overconfident and stall in local optima.)
-LOG_NOISE_MIN = math.log(1e-6)
+# Noise floor, a fraction of the standardised variance, added to `jitter` on the
+# diagonal. In float32 the diagonal is mostly `jitter` (1e-6 by default), what the
+# factorisation of clustered points needs; a floor of 1e-6 on top of it blurred the
+# model near the optimum (Hartmann-6 runs stalled at regrets of 1e-4), and the rare
+# factorisation that fails with 1e-7 is retried with more (`_cholesky`). float64
+# resolves much finer differences with a far lower floor. (A floor at float64's
+# precision, far below 1e-10, let the model grow overconfident and stall in local
+# optima.) benchmarks/RESULTS.md, "The float32 noise floor".
+LOG_NOISE_MIN = math.log(1e-7)
 LOG_NOISE_MIN_F64 = math.log(1e-10)
 LOG_NOISE_MAX = math.log(0.5)
 # Hyperparameters are fitted on at most this many observations (spread over the whole
