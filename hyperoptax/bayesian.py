@@ -66,7 +66,7 @@ def warp_medians(dtype) -> float:
 
     See `_model_targets`; measured in benchmarks/RESULTS.md ("The output warp in float64").
     """
-    return 10.0 if gp._f64(dtype) else 1.0
+    return 10.0 if gp._f64(dtype) else 2.0
 
 
 def _model_targets(y, mask, maximize: bool, n_params: int = 1):
@@ -78,7 +78,7 @@ def _model_targets(y, mask, maximize: bool, n_params: int = 1):
     compresses far-off bad ones, so that the GP can resolve the differences the search
     needs near the optimum. It also reshapes the objective (a smooth bowl becomes a
     sharp peak, which a stationary kernel extrapolates poorly), so it is only as strong
-    as the precision needs: `c = 1` in float32, `c = 10` in float64, which resolves
+    as the precision needs: `c = 2` in float32, `c = 10` in float64, which resolves
     finer differences (as the noise floor and `jitter` are, see `gp.log_noise_min`).
 
     Also returns `unit`, the acquisitions' scale: how many standardised units an
