@@ -202,13 +202,21 @@ def test_optimistic_hallucination_becomes_the_incumbent(branin_opt):
     # everything observed is the best "result" the next picks must beat. If the
     # acquisition kept measuring against the observed best, the neighbourhood of the
     # first pick (mean near the hallucinated value) would win and the batch would pile
-    # up there.
+    # up there. Hallucinations receive the incumbent, so a recording one shows it.
     state, opt = branin_opt
     state, _ = opt.optimize(state, KEY, branin, 2)
-    o = eqx.tree_at(lambda o: o.hallucination, opt, hx.ConstantHallucination(value=50.0))
-    p = o.get_next_params(state, KEY)
-    unit = np.stack([BRANIN_SPACE[k].to_unit(p[k]) for k in ("x1", "x2")], 1)
-    assert np.min(np.linalg.norm(unit[1:] - unit[0], axis=1)) > 0.13  # 0.09 without the update
+    seen = []
+
+    def optimistic(mean, std, key, y_max):
+        jax.debug.callback(lambda v: seen.append(float(v)), y_max, ordered=True)
+        return jnp.asarray(50.0, mean.dtype)
+
+    o = eqx.tree_at(lambda o: o.hallucination, opt, optimistic)
+    jax.block_until_ready(o.get_next_params(state, KEY))
+    jax.effects_barrier()
+    assert len(seen) == 3, seen
+    assert seen[0] < 10.0, seen  # the observed incumbent, in acquisition units
+    assert seen[1] > 45.0 and seen[2] > 45.0, seen  # the first pick's pseudo-observation
 
 
 def test_acquisitions_measure_against_the_best_the_model_believes(branin_opt):
