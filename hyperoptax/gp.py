@@ -39,8 +39,9 @@ LOG_OUTPUT_BOUNDS = (math.log(0.05), math.log(20.0))
 # Noise floor, a fraction of the standardised variance, added to `jitter` on the
 # diagonal. In float32 the diagonal is mostly `jitter` (1e-6 by default), what the
 # factorisation of clustered points needs; a floor of 1e-6 on top of it blurred the
-# model near the optimum (Hartmann-6 runs stalled at regrets of 1e-4), and the rare
-# factorisation that fails with 1e-7 is retried with more (`_cholesky`). float64
+# model near the optimum (Hartmann-6 runs stalled at regrets of 1e-4). Factorisations
+# that fail with 1e-7 (usually none, up to a fifth of them in a run that has piled up
+# points) are retried with a larger diagonal (`_cholesky`). float64
 # resolves much finer differences with a far lower floor. (A floor at float64's
 # precision, far below 1e-10, let the model grow overconfident and stall in local
 # optima.) benchmarks/RESULTS.md, "The float32 noise floor".
