@@ -13,7 +13,7 @@ from .acquisition import (
     UCBHallucination,
 )
 from .base import Optimizer, OptimizerState
-from .bayesian import BayesianSearch, BayesianSearchState
+from .bayesian import BayesianSearch, BayesianSearchState, recommended
 from .checkpoint import load_state, save_state
 from .host import evaluate_configs
 from .grid import GridSearch, GridSearchState
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BayesianSearch",
     "BayesianSearchState",
+    "recommended",
     "GridSearch",
     "GridSearchState",
     "RandomSearch",

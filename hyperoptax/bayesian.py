@@ -13,13 +13,13 @@ from jax.scipy.special import ndtri
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree, Real
 
 from . import gp
-from .acquisition import PI, BaseAcquisition, BaseHallucination, SampleHallucination
+from .acquisition import PI, UCB, BaseAcquisition, BaseHallucination, SampleHallucination
 from ._typing import typecheck
 from .base import Optimizer, OptimizerState, Results, as_results
 from .kernels import BaseKernel, Matern, Unordered
 from .spaces import FlatSpace, _float_dtype, flatten_space, from_configs
 
-__all__ = ["BayesianSearchState", "BayesianSearch"]
+__all__ = ["BayesianSearchState", "BayesianSearch", "recommended"]
 
 _INIT_LOG_NOISE = math.log(1e-3)
 
@@ -52,6 +52,23 @@ class BayesianSearchState(OptimizerState):
     log_length_scale: Float[Array, " n_params"]
     log_output_scale: Float[Array, ""] = eqx.field(default=0.0, converter=_as_float_array)
     log_noise: Float[Array, ""] = eqx.field(default=_INIT_LOG_NOISE, converter=_as_float_array)
+
+
+def recommended() -> dict[str, Any]:
+    """The `BayesianSearch.init` settings we recommend for the active precision.
+
+    `BayesianSearch.init(space, n_max=100, **hx.recommended())`. The API reference fixes
+    the constructor's defaults (`Matern(nu=0.5)`, `PI()`, `n_parallel=4`); these are the
+    settings that did best on the development half of the robustness suite
+    (`benchmarks/RESULTS.md`), chosen separately for float32 (JAX's default) and for
+    float64 (`jax_enable_x64` on). Read at call time, so call it after setting the
+    precision. `n_parallel` is not included: pass it for your batch size (1 when
+    evaluations run one at a time).
+    """
+    if jax.config.jax_enable_x64:
+        return dict(kernel=Matern(nu=2.5), acquisition=UCB(kappa=1.0), n_restarts=8, n_lbfgs_steps=30,
+                    n_warmup=10)
+    return dict(kernel=Matern(nu=1.5), acquisition=UCB(), n_restarts=8, n_lbfgs_steps=30)
 
 
 def _check_int(owner, name, value, minimum):

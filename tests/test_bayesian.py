@@ -387,3 +387,38 @@ def test_restarts_come_from_uniform_and_local_candidates():
     # Odd counts favour the uniform part; a single restart is simply the best.
     assert sorted(np.asarray(_restart_indices(scores, 3)).tolist()) == [1, 4, 9]
     assert np.asarray(_restart_indices(scores, 1)).tolist() == [9]
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_recommended_settings_are_accepted_for_each_precision(x64):
+    # In a fresh process: the precision is global, and `recommended` reads it when called.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import jax
+        jax.config.update("jax_enable_x64", {x64})
+        import jax.numpy as jnp
+        import hyperoptax as hx
+        from helpers import BRANIN_SPACE, branin
+        kwargs = hx.recommended()
+        assert "n_parallel" not in kwargs and "n_max" not in kwargs
+        state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=4, maximize=False, n_parallel=1,
+                                            **{{**kwargs, "n_candidates": 16, "n_lbfgs_steps": 2}})
+        for name, value in kwargs.items():
+            if name not in ("n_candidates", "n_lbfgs_steps"):
+                assert getattr(opt, name) == value, name
+        state, _ = opt.optimize(state, jax.random.PRNGKey(0), branin)
+        assert state.y.dtype == (jnp.float64 if {x64} else jnp.float32)
+        assert int(state.mask.sum()) == 4
+        print(sorted(kwargs))
+        """
+    )
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "acquisition" in out.stdout and "kernel" in out.stdout

@@ -1,0 +1,97 @@
+"""The robustness suite: its problems are what they claim, and its runner and report work."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hyperoptax as hx
+
+HERE = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(HERE))
+
+import robust  # noqa: E402
+import suite  # noqa: E402
+
+
+def _params(problem, config):
+    out = {}
+    for name, s in problem.space.items():
+        v = config[name]
+        categorical = isinstance(s, hx.CategoricalSpace)
+        out[name] = jnp.asarray(v, jnp.int32 if categorical or isinstance(v, int) else jnp.float32)
+    return out
+
+
+def test_suite_covers_what_it_claims():
+    problems = suite.PROBLEMS.values()
+    assert len(suite.PROBLEMS) >= 24
+    halves = {h: [p for p in problems if p.half == h] for h in (suite.DEV, suite.HELD_OUT)}
+    assert set(p.half for p in problems) == set(halves) and all(len(v) >= 12 for v in halves.values())
+    assert min(p.dim for p in problems) == 2 and max(p.dim for p in problems) == 40
+    for half in halves.values():  # both halves cover every kind
+        kinds = {p.kind.split("-")[0] for p in half}
+        assert {"smooth", "multimodal", "ill", "low", "noisy", "hpo", "real"} <= kinds, kinds
+    assert {p.noise for p in problems if p.noise} and len({p.noise for p in problems}) >= 3
+    assert all(p.optimum is not None and math.isfinite(p.optimum) for p in problems)
+    # The problems whose results chose earlier settings are all in the development half.
+    for name in ("branin", "hartmann6", "ackley5", "rosenbrock4", "mixed", "mlp_digits"):
+        assert suite.PROBLEMS[name].half == suite.DEV
+
+
+@pytest.mark.parametrize("name", [n for n, p in suite.PROBLEMS.items() if p.x_opt is not None])
+def test_known_minimiser_gives_the_stated_minimum_and_nothing_is_lower(name):
+    problem = suite.PROBLEMS[name]
+    x_opt = _params(problem, problem.x_opt)
+    value = float(jax.jit(problem.f)(x_opt))
+    assert abs(value - problem.optimum) <= 1e-5 * max(1.0, abs(problem.optimum)), (value, problem.optimum)
+    # No random configuration beats the stated minimum (beyond float32 rounding).
+    state, opt = hx.RandomSearch.init(problem.space, n_parallel=256)
+    sample = opt.get_next_params(state, jax.random.PRNGKey(0))
+    values = jax.vmap(problem.f)(sample)
+    assert float(jnp.min(values)) >= problem.optimum - 1e-5 * max(1.0, abs(problem.optimum))
+
+
+def test_noisy_problems_add_noise_but_score_the_true_value():
+    problem = suite.PROBLEMS["noisy_branin"]
+    x = _params(problem, problem.x_opt)
+    draws = jax.vmap(lambda k: problem.objective(k, x))(jax.random.split(jax.random.PRNGKey(0), 200))
+    assert abs(float(jnp.std(draws)) - problem.noise) < 0.2 * problem.noise
+    assert robust._true_value(problem, problem.x_opt) == pytest.approx(problem.optimum, abs=1e-5)
+
+
+def test_quick_run_and_report(tmp_path):
+    # The suite's --quick mode end to end, in a fresh process, as the README's command.
+    out = tmp_path / "runs.jsonl"
+    cmd = [sys.executable, str(HERE / "robust.py"), "run", "--quick", "--out", str(out),
+           "--contestants", "random", "hx-recommended"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["problem"] for r in rows} == set(robust.QUICK_PROBLEMS)
+    assert {r["contestant"] for r in rows} == {"random", "hx-recommended"}
+    for r in rows:
+        problem = suite.PROBLEMS[r["problem"]]
+        assert len(r["best"]) == robust.QUICK_BUDGET and np.all(np.diff(r["best"]) <= 0)
+        assert r["found"] >= problem.optimum - 1e-6 and r["commit"] and r["versions"]["jax"]
+    text = robust.tables(robust.load([out], quick=True))
+    assert "dev half: mean normalised score" in text and "| hx-recommended |" in text
+
+
+def test_score_and_failure_rate():
+    # Random's median maps to 0, the optimum to 100; worse than random's median is a failure.
+    name = "branin"
+    optimum = suite.PROBLEMS[name].optimum
+    rows = {("random", s): optimum + r for s, r in enumerate([1.0, 2.0, 3.0])}
+    rows.update({("hx", s): optimum + r for s, r in enumerate([0.0, 1.0, 2.5])})
+    grouped = {}
+    for (c, s), found in rows.items():
+        grouped.setdefault((name, c), []).append(dict(found=found, wall=1.0))
+    s = robust.summary(grouped)[(name, "hx")]
+    np.testing.assert_allclose(s["score"], [100.0, 50.0, -25.0])
+    assert list(s["fail"]) == [False, False, True]
