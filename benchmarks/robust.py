@@ -46,11 +46,15 @@ OUT = HERE / "out" / "robust.jsonl"
 PLOTS = HERE / "plots" / "robust"
 
 
+EXTRA: dict[str, str] = {}  # contestants from --define: name -> keyword arguments (Python)
+
+
 def hx_configs():
     """The hyperoptax contestants, all sequential (`n_parallel=1`)."""
     return {
         "hx-defaults-p1": dict(n_parallel=1),  # the API reference's defaults, one at a time
         "hx-recommended": dict(n_parallel=1, **hx.recommended()),
+        **{name: eval(kwargs, {"hx": hx}) for name, kwargs in EXTRA.items()},
     }
 
 
@@ -197,6 +201,8 @@ def _rows(path):
 def cmd_run(args):
     if args.x64:
         jax.config.update("jax_enable_x64", True)
+    for name, kwargs in args.define:
+        EXTRA[name] = kwargs
     dtype = "float64" if args.x64 else "float32"
     prov = provenance()
     names = args.problems or [n for n, p in PROBLEMS.items() if args.half in ("all", p.half)]
@@ -204,13 +210,17 @@ def cmd_run(args):
         names = args.problems or QUICK_PROBLEMS
     seeds = range(args.seeds if not args.quick else min(args.seeds, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["contestant"], r["problem"], r["seed"], r["budget"], r["dtype"], r["commit"])
+    # The peers' and random search's runs do not depend on hyperoptax's model: one per seed.
+    def run_key(c, problem, seed, budget, dtype, commit):
+        return c, problem, seed, budget, dtype, None if c in ("random", *PEERS) else commit
+
+    done = {run_key(r["contestant"], r["problem"], r["seed"], r["budget"], r["dtype"], r["commit"])
             for r in _rows(args.out)}
     for name in names:
         budget = QUICK_BUDGET if args.quick else PROBLEMS[name].budget
         for c in args.contestants:
             for s in seeds:
-                if (c, name, s, budget, dtype, prov["commit"]) in done:
+                if run_key(c, name, s, budget, dtype, prov["commit"]) in done:
                     continue
                 curve, found, wall = run(c, name, s, budget)
                 row = dict(contestant=c, problem=name, seed=s, budget=budget, dtype=dtype,
@@ -357,6 +367,9 @@ def main(argv=None):
     r.add_argument("--seeds", type=int, default=10)
     r.add_argument("--quick", action="store_true", help=f"{QUICK_PROBLEMS}, one seed, budget {QUICK_BUDGET}")
     r.add_argument("--x64", action="store_true")
+    r.add_argument("--define", nargs=2, action="append", default=[], metavar=("NAME", "KWARGS"),
+                   help='an extra hyperoptax contestant: --define w10 "dict(n_parallel=1, '
+                        '**hx.recommended(), n_warmup=10)"')
     r.add_argument("--out", type=Path, default=OUT)
     r.set_defaults(fn=cmd_run)
     p = sub.add_parser("report")

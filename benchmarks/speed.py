@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-RECOMMENDED = "dict(kernel=hx.Matern(nu=1.5), acquisition=hx.UCB(), n_restarts=8, n_lbfgs_steps=30)"
+RECOMMENDED = "hx.recommended()"
 CONFIGS = {
     "recommended": RECOMMENDED,
     "Matern2.5+EI": "dict(kernel=hx.Matern(nu=2.5), acquisition=hx.EI())",
@@ -36,16 +36,27 @@ def _block(x):
     return jax.block_until_ready(x)
 
 
-def filled_state(d, n_obs, n_max, **kw):
+def filled_state(d, n_obs, n_max, mixed=False, **kw):
+    """A state holding `n_obs` observations: of `sum(sin(5 x))` on `[0, 1]^d`, or with
+    `mixed` of the suite's 12-parameter HPO-shaped problem (log, integer, linear)."""
     import jax
     import jax.numpy as jnp
 
     import hyperoptax as hx
+    from hyperoptax.spaces import flatten_space
 
-    space = {f"x{i}": hx.LinearSpace(0.0, 1.0) for i in range(d)}
+    if mixed:
+        from suite import HPO_TRAIN12_SPACE, hpo_train12
+
+        space = HPO_TRAIN12_SPACE
+        rs, ropt = hx.RandomSearch.init(space, n_parallel=n_obs)
+        params = ropt.get_next_params(rs, jax.random.PRNGKey(1))
+        X, y = flatten_space(space).flatten(params), jax.vmap(hpo_train12)(params)
+    else:
+        space = {f"x{i}": hx.LinearSpace(0.0, 1.0) for i in range(d)}
+        X = jax.random.uniform(jax.random.PRNGKey(1), (n_obs, d))
+        y = jnp.sum(jnp.sin(5 * X), axis=1)
     state, opt = hx.BayesianSearch.init(space, n_max=n_max, **kw)
-    X = jax.random.uniform(jax.random.PRNGKey(1), (n_obs, d))
-    y = jnp.sum(jnp.sin(5 * X), axis=1)
     state = state.__class__(state.space, state.X.at[:n_obs].set(X), state.y.at[:n_obs].set(y),
                             state.mask.at[:n_obs].set(True), state.log_length_scale)
     return state, opt
@@ -63,7 +74,7 @@ def timed(fn, reps):
     return float(np.median(ts))
 
 
-def latency(d, n_obs, config, reps=20):
+def latency(d, n_obs, config, reps=20, mixed=False):
     """First (compile) and steady-state times of get_next_params and update_state."""
     import jax
     import jax.numpy as jnp
@@ -71,7 +82,7 @@ def latency(d, n_obs, config, reps=20):
     import hyperoptax as hx
 
     kw = eval(CONFIGS[config], {"hx": hx})
-    state, opt = filled_state(d, n_obs, n_obs + 1, n_parallel=1, **kw)
+    state, opt = filled_state(d, n_obs, n_obs + 1, mixed=mixed, n_parallel=1, **kw)
     key = jax.random.PRNGKey(0)
     t = time.perf_counter()
     params = _block(opt.get_next_params(state, key))
@@ -166,7 +177,8 @@ def main():
     n_obs = 20 if args.quick else 100
     if want("latency"):
         latency_table("config | d | observations",
-                      [(f"{c} | 6 | {n_obs}", f"latency(6, {n_obs}, {c!r})") for c in CONFIGS])
+                      [(f"{c} | 6 | {n_obs}", f"latency(6, {n_obs}, {c!r})") for c in CONFIGS]
+                      + [(f"recommended | 12 mixed | {n_obs}", f"latency(12, {n_obs}, 'recommended', mixed=True)")])
     if want("observations"):
         latency_table("observations (6-D, recommended)",
                       [(f"{n}", f"latency(6, {n}, 'recommended', reps={5 if n >= 1000 else 20})")

@@ -337,21 +337,45 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
 
     @typecheck
     def best_result(self, state: BayesianSearchState) -> Float[Array, ""]:
-        """The best finite observed raw result (max if `maximize`, min otherwise); NaN if none."""
+        """The observed raw result of `best_params`' configuration; NaN if none is finite.
+
+        For a deterministic objective this is the best result observed (max if
+        `maximize`, min otherwise). With noisy results it can be a little worse than the
+        luckiest one: see `best_params`.
+        """
         ok = state.mask & jnp.isfinite(state.y)
-        return jnp.where(jnp.any(ok), state.y[self._best_index(state)], jnp.nan)
+        return jnp.where(jnp.any(ok), state.y[_best_index(self, state)], jnp.nan)
 
     @typecheck
     def best_params(self, state: BayesianSearchState) -> PyTree:
-        """The configuration (each leaf a scalar) that achieved `best_result`."""
+        """The observed configuration (each leaf a scalar) the model believes best.
+
+        With noisy results the luckiest observation is not the best configuration: a
+        mediocre one with a lucky draw beats a good one with an unlucky draw. So among
+        the observations whose result the fitted noise cannot tell apart from the best
+        (within two noise standard deviations), this is the one with the largest
+        posterior mean. When the model interpolates the results (a deterministic
+        objective: the fitted noise is at its floor), that is the best observed result.
+        """
         flat = flatten_space(state.space)
-        row = state.X[self._best_index(state)]
+        row = state.X[_best_index(self, state)]
         return jax.tree_util.tree_map(lambda leaf: leaf[0], flat.unflatten(row[None, :]))
 
-    def _best_index(self, state: BayesianSearchState) -> Array:
-        ok = state.mask & jnp.isfinite(state.y)
-        f = state.y if self.maximize else -state.y
-        return jnp.argmax(jnp.where(ok, f, -jnp.inf))
+
+@eqx.filter_jit
+def _best_index(opt: BayesianSearch, state: BayesianSearchState) -> Array:
+    """The row of `best_params`: see its docstring."""
+    flat = flatten_space(state.space)
+    ok = state.mask & jnp.isfinite(state.y)
+    z, _ = _model_targets(state.y, state.mask, opt.maximize)
+    params = _gp_params(state)
+    post = gp.fit(_model_kernel(opt, flat), params, _unit_inputs(flat, state), z, state.mask, opt.jitter)
+    # The targets are standardised, and the noise variance is on their scale.
+    noise_sd = jnp.sqrt(gp.diagonal(params, opt.jitter, z.dtype))
+    z_best = jnp.max(jnp.where(ok, z, -jnp.inf))
+    eligible = ok & (z >= z_best - 2.0 * noise_sd)
+    mean = gp.fitted_mean(post, z, opt.jitter)
+    return jnp.argmax(jnp.where(eligible, mean, -jnp.inf))
 
 
 def _check_params(
@@ -463,18 +487,32 @@ def _incumbent(post: gp.Posterior, z, jitter) -> Array:
 def _candidates(key, x_best, n: int, d: int) -> Array:
     """Uniform points plus a quarter of points scattered around the incumbent.
 
-    The local points are Gaussian around the incumbent with a standard deviation
-    log-uniform in [1e-3, 0.2] (fine exploitation to a wide neighbourhood). All of it
-    comes from one uniform draw (normals by the inverse CDF): every random-number call
-    compiles its own generator, which dominated the compile time.
+    A local point moves each coordinate of the incumbent with probability
+    `min(1, 20 / d)` (at least one), by a Gaussian step whose standard deviation is
+    log-uniform in [1e-3, 0.2] (fine exploitation to a wide neighbourhood): in many
+    dimensions a step in every coordinate at once leaves the neighbourhood, as
+    TuRBO's and BoTorch's perturbed candidates recognise. A step past a bound is
+    reflected back into the cube rather than clipped onto the bound: clipping put half
+    the steps of a coordinate near a bound exactly on it, so coordinates at a bound
+    stayed there. The points come from one uniform draw (normals by the inverse CDF)
+    and the choice of coordinates from a second: every random-number call compiles its
+    own generator, which dominated the compile time, so there are no more.
     """
     n_local = n // 4
     u = jax.random.uniform(key, (n, d + 1), x_best.dtype)
     uniform, local, r = u[: n - n_local, :d], u[n - n_local :, :d], u[n - n_local :, d:]
+    which = jax.random.uniform(jax.random.fold_in(key, 1), (n_local, d), x_best.dtype)
     radius = jnp.exp(math.log(1e-3) + r * (math.log(0.2) - math.log(1e-3)))
     eps = jnp.finfo(x_best.dtype).eps
-    local = x_best[None, :] + radius * ndtri(jnp.clip(local, eps, 1.0 - eps))
-    return jnp.concatenate([uniform, jnp.clip(local, 0.0, 1.0)])
+    step = radius * ndtri(jnp.clip(local, eps, 1.0 - eps))
+    moved = (which < min(1.0, 20.0 / d)) | (which == jnp.min(which, axis=1, keepdims=True))
+    local = _reflect(x_best[None, :] + jnp.where(moved, step, 0.0))
+    return jnp.concatenate([uniform, local])
+
+
+def _reflect(x):
+    """Fold points that left the unit cube back into it, as a mirror at each face."""
+    return jnp.clip(1.0 - jnp.abs(1.0 - jnp.abs(x)), 0.0, 1.0)
 
 
 def _restart_indices(scores, r: int) -> Array:

@@ -26,9 +26,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .bayesian import BayesianSearch
-from .kernels import Matern
-from .acquisition import UCB
+from .bayesian import BayesianSearch, recommended
 from .spaces import LinearSpace, LogSpace, QLogSpace, to_configs
 
 __all__ = ["MAX_WIDTH", "SPACE", "load_digits_split", "mlp_validation_error", "main"]
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     state, opt = BayesianSearch.init(
         SPACE, n_max=args.evaluations, maximize=False, n_parallel=args.parallel,
-        kernel=Matern(nu=1.5), acquisition=UCB(), n_restarts=8, n_lbfgs_steps=30,
+        **recommended(),
     )
     t0, best = time.perf_counter(), [np.inf]
 

@@ -28,6 +28,8 @@ __all__ = [
     "predict",
     "fitted_mean",
     "neg_log_marginal_likelihood",
+    "neg_log_posterior",
+    "prior_mode",
     "fit_hyperparameters",
     "spread_subset",
     "maximize_acquisition",
@@ -92,7 +94,7 @@ def effective_jitter(jitter, dtype):
     return jitter * float(jnp.finfo(dtype).eps / jnp.finfo(jnp.float32).eps)
 
 
-def _diagonal(params: GPParams, jitter, dtype):
+def diagonal(params: GPParams, jitter, dtype):
     """What the Gram matrix adds on the diagonal of observed rows: noise plus jitter."""
     return jnp.exp(params.log_noise) + effective_jitter(jitter, dtype)
 
@@ -115,7 +117,7 @@ def _cross(kernel: BaseKernel, params: GPParams, A, B):
 def _masked_gram(kernel, params, X, mask, jitter):
     K = _cross(kernel, params, X, X)
     both = mask[:, None] & mask[None, :]
-    diag = jnp.where(mask, _diagonal(params, jitter, X.dtype), 1.0)
+    diag = jnp.where(mask, diagonal(params, jitter, X.dtype), 1.0)
     return jnp.where(both, K, 0.0) + jnp.diag(diag)
 
 
@@ -205,7 +207,7 @@ def fitted_mean(post: Posterior, y: Float[Array, " n"], jitter) -> Float[Array, 
     another kernel evaluation. It equals `y` when the model interpolates and is pulled
     towards the neighbours where it explains part of an observation as noise.
     """
-    return jnp.where(post.mask, y - _diagonal(post.params, jitter, y.dtype) * post.alpha, 0.0)
+    return jnp.where(post.mask, y - diagonal(post.params, jitter, y.dtype) * post.alpha, 0.0)
 
 
 @typecheck
@@ -228,21 +230,45 @@ def neg_log_marginal_likelihood(
     )
 
 
-def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
+def _prior_median_log_length_scale(d: int) -> float:
     # Length scales: log-normal prior with median 0.6 * sqrt(d) on the unit cube, growing
     # with sqrt(d) so the model stays usable in many dimensions, yet short enough that a
-    # boundary slope is not mistaken for a global trend. Output scale near 1; noise
+    # boundary slope is not mistaken for a global trend.
+    return -0.5 + 0.5 * math.log(d)
+
+
+def prior_mode(d: int, dtype) -> GPParams:
+    """Where the hyperparameter prior is centred: the fit's fresh start."""
+    return GPParams(
+        jnp.full((d,), _prior_median_log_length_scale(d), dtype),
+        jnp.zeros((), dtype),
+        jnp.asarray(_PRIOR_LOG_NOISE, dtype),
+    )
+
+
+_PRIOR_LOG_NOISE = math.log(1e-4)
+
+
+def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
+    # Length scales log-normal around `prior_mode` (sigma 1); output scale near 1; noise
     # pulled towards small.
     d = params.log_length_scale.shape[0]
-    mu, sigma = -0.5 + 0.5 * math.log(d), 1.0
+    mu, sigma = _prior_median_log_length_scale(d), 1.0
     ls = 0.5 * jnp.sum(((params.log_length_scale - mu) / sigma) ** 2)
     out = 0.5 * (params.log_output_scale / 1.0) ** 2
-    noise = 0.5 * ((params.log_noise - math.log(1e-4)) / 3.0) ** 2
+    noise = 0.5 * ((params.log_noise - _PRIOR_LOG_NOISE) / 3.0) ** 2
     return ls + out + noise
 
 
-def _objective_grad(kernel, params, X, y, mask, jitter) -> GPParams:
-    """Gradient of NLL + negative log prior in closed form, one factorisation per call.
+def neg_log_posterior(kernel, params: GPParams, X, y, mask, jitter) -> Float[Array, ""]:
+    """What the hyperparameter fit minimises: the negative log marginal likelihood plus the
+    negative log prior (`inf` where the factorisation fails)."""
+    v = neg_log_marginal_likelihood(kernel, params, X, y, mask, jitter) + _neg_log_prior(params)
+    return jnp.where(jnp.isfinite(v), v, jnp.inf)
+
+
+def _value_and_grad(kernel, params, X, y, mask, jitter) -> tuple[Array, GPParams]:
+    """NLL + negative log prior and its gradient in closed form, one factorisation per call.
 
     With `W = (K^-1 - a a^T) / 2`, `a = K^-1 y`, the NLL gradient is `sum(W * dK/dp)`.
     For a stationary kernel `K = s^2 k(r^2)`, `r^2 = sum_k (dx_k / l_k)^2`, the derivatives
@@ -258,19 +284,25 @@ def _objective_grad(kernel, params, X, y, mask, jitter) -> GPParams:
     r2 = kernel.sqdist(X, X, ls)
     prof, dprof = jax.jvp(kernel.profile, (r2,), (jnp.ones_like(r2),))
     both = mask[:, None] & mask[None, :]
-    diag = _diagonal(params, jitter, f)
+    diag = diagonal(params, jitter, f)
     K = jnp.where(both, sf2 * prof, 0.0) + jnp.diag(jnp.where(mask, diag, 1.0))
     eye = jnp.eye(n, dtype=f)
-    L_inv = jax.scipy.linalg.solve_triangular(_cholesky(K, effective_jitter(jitter, f)), eye, lower=True)
+    L = _cholesky(K, effective_jitter(jitter, f))
+    L_inv = jax.scipy.linalg.solve_triangular(L, eye, lower=True)
     K_inv = L_inv.T @ L_inv
-    a = K_inv @ jnp.where(mask, y, 0.0)
+    y = jnp.where(mask, y, 0.0)
+    a = K_inv @ y
     W = jnp.where(both, 0.5 * (K_inv - a[:, None] * a[None, :]), 0.0)
-    prior = jax.grad(_neg_log_prior)(params)
-    return GPParams(
+    prior_value, prior = jax.value_and_grad(_neg_log_prior)(params)
+    # Masked rows are identity rows: they add log(1) = 0 and nothing to y.a.
+    value = (0.5 * jnp.dot(y, a) + jnp.sum(jnp.log(jnp.diagonal(L)))
+             + 0.5 * jnp.sum(mask) * math.log(2 * math.pi) + prior_value)
+    grad = GPParams(
         -2.0 * sf2 * kernel.sqdist_contract(X, X, ls, W * dprof) + prior.log_length_scale,
         2.0 * sf2 * jnp.sum(W * prof) + prior.log_output_scale,
         noise * jnp.trace(W) + prior.log_noise,
     )
+    return jnp.where(jnp.isfinite(value), value, jnp.inf), grad
 
 
 def spread_subset(
@@ -302,10 +334,17 @@ def fit_hyperparameters(
     learning_rate: float = 0.1,
     max_points: int = MAX_FIT_POINTS,
 ) -> GPParams:
-    """Maximise the marginal likelihood (with weak priors) by `n_steps` of Adam from `params`.
+    """Maximum a posteriori hyperparameters: `n_steps` of Adam from three starts, the best kept.
 
-    Buffers longer than `max_points` are fitted on `spread_subset` of their observations,
-    so the cost of a step stops growing with the number of observations.
+    One start is `params` (the last fit: cheap refinement as data arrive); two start from
+    the prior's centre (`prior_mode`), one with little noise and one with much. A fit
+    that only ever continues from the last one stays in the basin it found early: a
+    length scale grown so long that a parameter looks irrelevant and is never varied
+    again, or noise explained away by short length scales. Every iterate is scored by
+    its posterior density (from the factorisation its gradient needs anyway) and the
+    best one is returned, so the result is never worse than `params`. Buffers longer
+    than `max_points` are fitted on `spread_subset` of their observations, so the cost
+    of a step stops growing with the number of observations.
     """
     opt = optax.adam(learning_rate)
     if X.shape[0] > max_points:
@@ -313,15 +352,33 @@ def fit_hyperparameters(
     y = jnp.where(mask, y, 0.0)
 
     def step(carry, _):
-        p, s = carry
-        g = _objective_grad(kernel, p, X, y, mask, jitter)
+        p, s, best_p, best_v = carry
+        v, g = _value_and_grad(kernel, p, X, y, mask, jitter)
+        better = v < best_v
+        best_p = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), p, best_p)
+        best_v = jnp.where(better, v, best_v)
         # A NaN gradient (failed factorisation) must not poison the parameters.
         g = jax.tree_util.tree_map(lambda x: jnp.where(jnp.isfinite(x), x, 0.0), g)
         u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u).clip(), s), None
+        return (optax.apply_updates(p, u).clip(), s, best_p, best_v), None
 
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=n_steps)
-    return params
+    def run(p):
+        inf = jnp.asarray(jnp.inf, p.log_output_scale.dtype)
+        # One step more than asked: the last one only scores the final iterate.
+        (_, _, best_p, best_v), _ = jax.lax.scan(step, (p, opt.init(p), p, inf), None, length=n_steps + 1)
+        return best_p, best_v
+
+    d, dtype = params.log_length_scale.shape[0], params.log_length_scale.dtype
+    fresh = prior_mode(d, dtype)
+    noisy = GPParams(fresh.log_length_scale, fresh.log_output_scale, jnp.asarray(_NOISY_START, dtype))
+    starts = jax.tree_util.tree_map(lambda *a: jnp.stack(a), params.clip(), fresh, noisy)
+    fitted, values = jax.vmap(run)(starts)
+    best = jnp.argmin(values)
+    return jax.tree_util.tree_map(lambda a: a[best], fitted)
+
+
+# The noisy fresh start: a tenth of the standardised variance.
+_NOISY_START = math.log(0.1)
 
 
 @typecheck

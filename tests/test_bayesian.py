@@ -185,7 +185,8 @@ def test_each_hallucination_changes_the_batch(branin_opt):
     # (see benchmarks/RESULTS.md). Candidates without L-BFGS refinement: the
     # hallucination acts between picks either way, and each of the five programs
     # compiles in about half the time.
-    opt = dataclasses.replace(opt, kernel=hx.Matern(nu=2.5), acquisition=hx.EI(), n_lbfgs_steps=0)
+    opt = dataclasses.replace(opt, kernel=hx.Matern(nu=2.5), acquisition=hx.EI(), n_lbfgs_steps=0,
+                              n_candidates=256)
     state, _ = opt.optimize(state, KEY, branin, 2)
     batches = []
     for h in (hx.MeanHallucination(), hx.UCBHallucination(kappa=3.0), hx.ConstantHallucination(value=-3.0),
@@ -422,3 +423,20 @@ def test_recommended_settings_are_accepted_for_each_precision(x64):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "acquisition" in out.stdout and "kernel" in out.stdout
+
+
+def test_a_parameter_written_off_early_comes_back_when_the_data_show_its_effect():
+    # The model once decided that `x0` does not matter (its length scale at the upper
+    # bound). Thirty results that show its effect (best at x0 = 0.3, inside the range)
+    # must bring it back: a refit shortens the length scale, and the next suggestion
+    # does not sit at a bound of x0.
+    space = {"x0": hx.LinearSpace(0.0, 1.0), "x1": hx.LinearSpace(0.0, 1.0)}
+    state, opt = hx.BayesianSearch.init(space, n_max=31, maximize=False, n_parallel=1,
+                                        **{**hx.recommended(), "n_candidates": 256})
+    X = jax.random.uniform(jax.random.PRNGKey(3), (30, 2))
+    y = 4.0 * (X[:, 0] - 0.3) ** 2 + 0.2 * X[:, 1]
+    stuck = eqx.tree_at(lambda s: s.log_length_scale, state, jnp.array([jnp.log(100.0), 0.0]))
+    state = opt.warm_start(stuck, X, y)
+    assert float(jnp.exp(state.log_length_scale[0])) < 2.0, jnp.exp(state.log_length_scale)
+    x0 = opt.get_next_params(state, KEY)["x0"]
+    assert 0.02 < float(x0[0]) < 0.98, x0

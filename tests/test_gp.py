@@ -61,6 +61,53 @@ def test_hyperparameter_fit_lowers_nll():
     assert p1.log_length_scale.shape == (D,)
 
 
+def _noisy_data(n, d, noise, key):
+    kx, kn = jax.random.split(key)
+    X = jax.random.uniform(kx, (n, d))
+    f = jnp.sin(4 * X[:, 0]) + 0.5 * jnp.cos(3 * X[:, 1])
+    y = f + noise * jax.random.normal(kn, (n,))
+    return X, y
+
+
+def test_hyperparameter_fit_never_ends_below_its_start():
+    # From a start that is already the optimum, from a poor one, and from the far corner of
+    # the bounds: the posterior density never goes down, whatever Adam does on the way.
+    X, y = _noisy_data(40, 3, 0.05, KEY)
+    y = (y - y.mean()) / y.std()
+    mask = jnp.ones(40, bool)
+    good = gp.fit_hyperparameters(KERNEL, gp.prior_mode(3, jnp.float32), X, y, mask, 1e-6, 200)
+    starts = [good, gp.GPParams(jnp.log(jnp.array([0.05, 20.0, 0.3])), jnp.array(1.5), jnp.array(-2.0)),
+              gp.GPParams(jnp.full(3, gp.LOG_LS_BOUNDS[1]), jnp.array(gp.LOG_OUTPUT_BOUNDS[0]),
+                          jnp.array(gp.LOG_NOISE_MAX))]
+    for p0 in starts:
+        before = gp.neg_log_posterior(KERNEL, p0, X, y, mask, 1e-6)
+        for steps in (1, 5, 20):
+            after = gp.neg_log_posterior(KERNEL, gp.fit_hyperparameters(KERNEL, p0, X, y, mask, 1e-6, steps),
+                                         X, y, mask, 1e-6)
+            assert float(after) <= float(before), (steps, float(before), float(after))
+
+
+def test_fit_escapes_a_length_scale_that_grew_too_long():
+    # A parameter the model wrote off early (length scale at the upper bound, where the
+    # likelihood is flat) comes back once the data show its effect: the fit does not
+    # only continue from where it was.
+    X, y = _noisy_data(40, 2, 0.0, KEY)
+    y = (y - y.mean()) / y.std()
+    stuck = gp.GPParams(jnp.array([gp.LOG_LS_BOUNDS[1], 0.0]), jnp.array(0.0), jnp.array(jnp.log(1e-4)))
+    p = gp.fit_hyperparameters(KERNEL, stuck, X, y, jnp.ones(40, bool), 1e-6, 20)
+    assert float(jnp.exp(p.log_length_scale[0])) < 2.0, jnp.exp(p.log_length_scale)
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.3])
+def test_fitted_noise_matches_the_noise_in_the_data(noise):
+    X, y = _noisy_data(100, 2, noise, jax.random.PRNGKey(3))
+    sd = y.std()
+    p = gp.fit_hyperparameters(KERNEL, gp.prior_mode(2, jnp.float32), X, (y - y.mean()) / sd,
+                               jnp.ones(100, bool), 1e-6, 100)
+    fitted_sd = float(jnp.sqrt(jnp.exp(p.log_noise)) * sd)
+    assert noise / 3 < fitted_sd < noise * 3, (noise, fitted_sd)
+
+
 def test_lbfgs_never_worse_than_start_and_stays_in_cube():
     post = gp.fit(KERNEL, params(), X, Y, MASK, 1e-6)
 
@@ -79,15 +126,17 @@ def test_lbfgs_never_worse_than_start_and_stays_in_cube():
 @pytest.mark.parametrize(
     "kernel", [KERNEL, hx.kernels.Unordered(hx.Matern(nu=1.5), (3, 0))], ids=["matern", "categorical"]
 )
-def test_analytic_gradient_matches_autodiff(kernel):
+def test_analytic_value_and_gradient_match_autodiff(kernel):
     p = params(ls=0.4, noise=1e-3)
     y = jnp.where(MASK, Y, 0.0)
 
     def objective(q):
         return gp.neg_log_marginal_likelihood(kernel, q, X, y, MASK, 1e-6) + gp._neg_log_prior(q)
 
-    auto = jax.grad(objective)(p)
-    ours = gp._objective_grad(kernel, p, X, y, MASK, 1e-6)
+    value, auto = jax.value_and_grad(objective)(p)
+    ours_value, ours = gp._value_and_grad(kernel, p, X, y, MASK, 1e-6)
+    np.testing.assert_allclose(ours_value, value, rtol=1e-4)
+    np.testing.assert_allclose(gp.neg_log_posterior(kernel, p, X, y, MASK, 1e-6), value, rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(auto), jax.tree_util.tree_leaves(ours)):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
 
