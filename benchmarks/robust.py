@@ -17,7 +17,8 @@ other commits are kept and reported separately by `report --commit`.
 Two summary figures per contestant, on each half:
 - the normalised score `100 * (random_median - found) / (random_median - optimum)`:
   100 is the optimum (or the reference value), 0 random search's median final result;
-- the failure rate: the share of runs whose `found` is worse than random search's median.
+- the failure rate: the share of runs whose `found` is worse than random search's median
+  (by more than the problem's `tie`: one validation example of a real task's error rate).
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ def summary(grouped):
         found = np.array([r["found"] for r in rows])
         span = rand - problem.optimum
         score = 100 * (rand - found) / span if span > 0 else np.zeros_like(found)
-        out[(p, c)] = dict(found=found, score=score, fail=found > rand, random_median=rand,
+        out[(p, c)] = dict(found=found, score=score, fail=found > rand + problem.tie, random_median=rand,
                            wall=float(np.median([r["wall"] for r in rows])), n=len(rows))
     return out
 

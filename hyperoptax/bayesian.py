@@ -487,32 +487,18 @@ def _incumbent(post: gp.Posterior, z, jitter) -> Array:
 def _candidates(key, x_best, n: int, d: int) -> Array:
     """Uniform points plus a quarter of points scattered around the incumbent.
 
-    A local point moves each coordinate of the incumbent with probability
-    `min(1, 20 / d)` (at least one), by a Gaussian step whose standard deviation is
-    log-uniform in [1e-3, 0.2] (fine exploitation to a wide neighbourhood): in many
-    dimensions a step in every coordinate at once leaves the neighbourhood, as
-    TuRBO's and BoTorch's perturbed candidates recognise. A step past a bound is
-    reflected back into the cube rather than clipped onto the bound: clipping put half
-    the steps of a coordinate near a bound exactly on it, so coordinates at a bound
-    stayed there. The points come from one uniform draw (normals by the inverse CDF)
-    and the choice of coordinates from a second: every random-number call compiles its
-    own generator, which dominated the compile time, so there are no more.
+    The local points are Gaussian around the incumbent with a standard deviation
+    log-uniform in [1e-3, 0.2] (fine exploitation to a wide neighbourhood). All of it
+    comes from one uniform draw (normals by the inverse CDF): every random-number call
+    compiles its own generator, which dominated the compile time.
     """
     n_local = n // 4
     u = jax.random.uniform(key, (n, d + 1), x_best.dtype)
     uniform, local, r = u[: n - n_local, :d], u[n - n_local :, :d], u[n - n_local :, d:]
-    which = jax.random.uniform(jax.random.fold_in(key, 1), (n_local, d), x_best.dtype)
     radius = jnp.exp(math.log(1e-3) + r * (math.log(0.2) - math.log(1e-3)))
     eps = jnp.finfo(x_best.dtype).eps
-    step = radius * ndtri(jnp.clip(local, eps, 1.0 - eps))
-    moved = (which < min(1.0, 20.0 / d)) | (which == jnp.min(which, axis=1, keepdims=True))
-    local = _reflect(x_best[None, :] + jnp.where(moved, step, 0.0))
-    return jnp.concatenate([uniform, local])
-
-
-def _reflect(x):
-    """Fold points that left the unit cube back into it, as a mirror at each face."""
-    return jnp.clip(1.0 - jnp.abs(1.0 - jnp.abs(x)), 0.0, 1.0)
+    local = x_best[None, :] + radius * ndtri(jnp.clip(local, eps, 1.0 - eps))
+    return jnp.concatenate([uniform, jnp.clip(local, 0.0, 1.0)])
 
 
 def _restart_indices(scores, r: int) -> Array:
