@@ -12,7 +12,8 @@ contestant, problem, seed, budget, the best observed value after each evaluation
 problems this is not its luckiest observation), the wall time, and the library's commit,
 package versions and date. Runs already in the file (same contestant, problem, seed,
 budget, precision and commit) are skipped, so an interrupted sweep resumes; rows from
-other commits are kept and reported separately by `report --commit`.
+other commits are kept, and `report --commit C [C ...]` reports those of the given
+commits only.
 
 Two summary figures per contestant, on each half:
 - the normalised score `100 * (random_median - found) / (random_median - optimum)`:
@@ -243,7 +244,7 @@ def load(paths, dtype="float32", commit=None, quick=False):
                 continue
             if r["budget"] != (QUICK_BUDGET if quick else PROBLEMS[r["problem"]].budget):
                 continue
-            if commit is not None and r["commit"] != commit and r["contestant"] not in ("random", *PEERS):
+            if commit and r["commit"] not in commit and r["contestant"] not in ("random", *PEERS):
                 continue
             runs[(r["problem"], r["contestant"], r["seed"])] = r
     grouped = defaultdict(list)
@@ -375,7 +376,7 @@ def main(argv=None):
     r.set_defaults(fn=cmd_run)
     p = sub.add_parser("report")
     p.add_argument("--out", type=Path, nargs="*", default=[OUT])
-    p.add_argument("--commit", help="hyperoptax rows from this commit only")
+    p.add_argument("--commit", nargs="*", help="hyperoptax rows from these commits only")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(fn=cmd_report)

@@ -185,8 +185,7 @@ def test_each_hallucination_changes_the_batch(branin_opt):
     # (see benchmarks/RESULTS.md). Candidates without L-BFGS refinement: the
     # hallucination acts between picks either way, and each of the five programs
     # compiles in about half the time.
-    opt = dataclasses.replace(opt, kernel=hx.Matern(nu=2.5), acquisition=hx.EI(), n_lbfgs_steps=0,
-                              n_candidates=256)
+    opt = dataclasses.replace(opt, kernel=hx.Matern(nu=2.5), acquisition=hx.EI(), n_lbfgs_steps=0)
     state, _ = opt.optimize(state, KEY, branin, 2)
     batches = []
     for h in (hx.MeanHallucination(), hx.UCBHallucination(kappa=3.0), hx.ConstantHallucination(value=-3.0),
