@@ -87,6 +87,9 @@ def warp_medians(dtype) -> float:
     return 10.0 if gp._f64(dtype) else 2.0
 
 
+_FRESH_EVERY = 8
+
+
 def _model_targets(y, mask, maximize: bool, n_params: int = 1):
     """Raw results -> the GP's targets: oriented, failures imputed, warped, standardised.
 
@@ -433,7 +436,8 @@ def _unit_inputs(flat: FlatSpace, state: BayesianSearchState) -> Array:
 def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) -> BayesianSearchState:
     flat = flatten_space(state.space)
     X_new = _params_matrix(params, flat)
-    idx = jnp.sum(state.mask) + jnp.arange(X_new.shape[0])
+    n_old = jnp.sum(state.mask)
+    idx = n_old + jnp.arange(X_new.shape[0])
     state = eqx.tree_at(
         lambda s: (s.X, s.y, s.mask),
         state,
@@ -447,9 +451,15 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) ->
         return state
     U, (z, _) = _unit_inputs(flat, state), _model_targets(state.y, state.mask, opt.maximize)
 
+    # The fresh starts of the fit cost twice what refining the last fit does, so after the
+    # first 16 observations they run when the count passes a multiple of 8.
+    n_new = jnp.sum(state.mask)
+    fresh = (n_new <= _FRESH_EVERY * 2) | (n_new // _FRESH_EVERY != n_old // _FRESH_EVERY)
+
     def refit():
         return gp.fit_hyperparameters(
-            _model_kernel(opt, flat), _gp_params(state), U, z, state.mask, opt.jitter, opt.n_hparam_steps
+            _model_kernel(opt, flat), _gp_params(state), U, z, state.mask, opt.jitter, opt.n_hparam_steps,
+            fresh_starts=fresh,
         )
 
     p = jax.lax.cond(jnp.sum(state.mask) >= 2, refit, lambda: _gp_params(state))
