@@ -1,4 +1,4 @@
-"""The robustness suite: 30 problems, split once into a development and a held-out half.
+"""The robustness suite: 31 problems, split once into a development and a held-out half.
 
 Every problem is minimised. Each has a known minimum (`optimum`) or, for the real
 tuning tasks, a fixed reference value (`reference=True`: the best of 2000 random
