@@ -65,7 +65,7 @@ def recommended() -> dict[str, Any]:
     precision. `n_parallel` is not included: pass it for your batch size (1 when
     evaluations run one at a time).
     """
-    if jax.config.jax_enable_x64:
+    if gp._f64(_float_dtype()):
         return dict(kernel=Matern(nu=2.5), acquisition=UCB(kappa=1.0), n_restarts=8, n_lbfgs_steps=30,
                     n_warmup=10)
     return dict(kernel=Matern(nu=1.5), acquisition=UCB(), n_restarts=8, n_lbfgs_steps=30)
