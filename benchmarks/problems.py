@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import hyperoptax as hx
 from hyperoptax import demo
 
+import suite  # the Hartmann-6 constants live there
+
 
 def _vec(p, n):
     return jnp.stack([p[f"x{i}"] for i in range(n)])
@@ -21,16 +23,8 @@ def branin(key, p):
     return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * jnp.cos(x1) + 10
 
 
-_H_A = jnp.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
-                  [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
-_H_P = 1e-4 * jnp.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
-                         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
-_H_ALPHA = jnp.array([1.0, 1.2, 3.0, 3.2])
-
-
 def hartmann6(key, p):
-    x = _vec(p, 6)
-    return -jnp.sum(_H_ALPHA * jnp.exp(-jnp.sum(_H_A * (x[None, :] - _H_P) ** 2, axis=1)))
+    return suite.hartmann6(_vec(p, 6))
 
 
 def ackley5(key, p):
