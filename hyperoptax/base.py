@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree, Real
 
+from . import checkpoint as checkpoints
 from ._typing import typecheck
 from .sharding import check_mesh, replicate, shard_batch, to_host
 from .spaces import flatten_space, to_configs
@@ -336,10 +337,13 @@ def _loop(optimizer, state, key, n_iterations, step, callback, checkpoint, progr
     params_hist: list = []
     results_hist: list = []
     start, stopped = 0, False
-    if checkpoint is not None and os.path.exists(checkpoint):
-        state, params_hist, results_hist, start, stopped = _resume(
-            optimizer, state, key, n_iterations, checkpoint
-        )
+    if checkpoint is not None:
+        checkpoints.check_writable(checkpoint)
+        started_from = checkpoints.state_digest(state)
+        if os.path.exists(checkpoint):
+            state, params_hist, results_hist, start, stopped = checkpoints.resume_run(
+                checkpoint, optimizer, state, key, n_iterations, started_from
+            )
     keys: Any = jax.random.split(key, n_iterations) if n_iterations else []
     bar = _Progress(optimizer, progress, n_iterations, start, results_hist, auto_min)
     try:
@@ -352,53 +356,12 @@ def _loop(optimizer, state, key, n_iterations, step, callback, checkpoint, progr
             if callback is not None:
                 stopped = bool(callback(i, state, params, results))
             if checkpoint is not None:
-                _checkpoint(optimizer, state, key, n_iterations, checkpoint, params_hist, results_hist, stopped)
+                checkpoints.save_run(checkpoint, optimizer, state, key, n_iterations, started_from,
+                                     params_hist, results_hist, stopped)
             bar.update(results)
     finally:
         bar.close()
     return state, (params_hist, results_hist)
-
-
-def _resume(optimizer, state, key, n_iterations, path):
-    from .checkpoint import _load_run
-
-    flat = flatten_space(state.space)
-    treedef = jax.tree_util.tree_structure((jax.tree_util.tree_unflatten(flat.treedef, [0] * flat.n_params), 0))
-    extra, state, (params, results) = _load_run(path, state, optimizer, treedef)
-    expected = {"key": _key_list(key), "n_iterations": n_iterations}
-    for name, value in expected.items():
-        if extra[name] != value:
-            raise ValueError(
-                f"{path} is the checkpoint of a run with {name}={extra[name]!r}, but this run "
-                f"has {name}={value!r}. Pass the same arguments to resume it, or another "
-                f"checkpoint path to start a new search."
-            )
-    done = extra["iteration"]
-    params_hist = [jax.tree_util.tree_map(lambda a: jnp.asarray(a[i]), params) for i in range(done)]
-    results_hist = [jnp.asarray(results[i]) for i in range(done)]
-    return state, params_hist, results_hist, done, extra["stopped"]
-
-
-def _key_list(key) -> list:
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    return np.asarray(key).tolist()
-
-
-def _checkpoint(optimizer, state, key, n_iterations, path, params_hist, results_hist, stopped):
-    from .checkpoint import _save_run
-
-    history = (
-        jax.tree_util.tree_map(lambda *xs: np.stack([to_host(x) for x in xs]), *params_hist),
-        np.stack([to_host(r) for r in results_hist]),
-    )
-    extra = {
-        "iteration": len(results_hist),
-        "n_iterations": n_iterations,
-        "key": _key_list(key),
-        "stopped": stopped,
-    }
-    _save_run(path, state, optimizer, extra, history)
 
 
 class _Progress:

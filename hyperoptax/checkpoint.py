@@ -1,35 +1,50 @@
-"""Search states on disk: atomic saves, checked loads.
+"""Search states on disk: atomic, checksummed saves; checked loads; a running search's resume.
 
 A checkpoint file is a short JSON header followed by the state's arrays in Equinox's
-leaf serialisation (`eqx.tree_serialise_leaves`). The header records what the state
-belongs to (state class, search space, optimizer configuration, array shapes), so a
-checkpoint is never loaded into a search it was not made for. Files are written to a
-temporary name in the same directory, flushed to disk and renamed over the target:
-a crash mid-write leaves the previous checkpoint intact, never a torn file.
+leaf serialisation (`eqx.tree_serialise_leaves`) and a SHA-256 digest of everything
+before it. The header records what the state belongs to (state class, search space,
+optimizer configuration, array shapes), so a checkpoint is never loaded into a search
+it was not made for; the digest makes any damage (a torn copy, a flipped bit, an edit)
+an error instead of a resume with wrong data.
+
+Files are written to a temporary name in the same directory, flushed to disk and
+renamed over the target: a crash mid-write leaves the previous checkpoint intact, never
+a torn file. Several processes may write the same path (every process of a multi-host
+search does): each writes its own temporary file, the last rename wins, and a reader
+always sees one whole checkpoint. A temporary file left by a writer that was killed is
+removed by the next write on the same machine, once its process is gone.
 """
 
 from __future__ import annotations
 
-import glob
+import hashlib
+import io
 import json
 import os
+import re
+import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
+
+from .sharding import to_host
+from .spaces import CategoricalSpace, Space, flatten_space
 
 if TYPE_CHECKING:
     from .base import Optimizer, OptimizerState
 
-__all__ = ["save_state", "load_state"]
+__all__ = ["save_state", "load_state", "read_header"]
 
 _MAGIC = b"hyperoptax-checkpoint\n"
-_FORMAT = 1
+# 1: magic, header length, header, payload. 2: the same, then the SHA-256 of all of it.
+_FORMAT = 2
+_DIGEST_BYTES = 32
 
 
 def _describe_arrays(tree: PyTree) -> list[list]:
@@ -37,12 +52,28 @@ def _describe_arrays(tree: PyTree) -> list[list]:
     return [[list(np.shape(x)), str(getattr(x, "dtype", np.asarray(x).dtype))] for x in leaves]
 
 
+def _describe_choice(choice: Any) -> str:
+    """A categorical choice as text that a new process reproduces (no memory addresses)."""
+    if choice is None or isinstance(choice, bool | int | float | str | bytes):
+        return repr(choice)
+    target = getattr(choice, "__wrapped__", choice)  # jitted functions wrap the original
+    name = getattr(target, "__qualname__", None)
+    if name is not None:  # functions, classes
+        return f"{getattr(target, '__module__', None)}.{name}"
+    kind = type(choice)
+    return f"<{kind.__module__}.{kind.__qualname__} instance>"
+
+
+def _describe_leaf(space: Space) -> str:
+    if isinstance(space, CategoricalSpace):
+        return f"CategoricalSpace(choices=({', '.join(map(_describe_choice, space.choices))}))"
+    return repr(space)
+
+
 def _describe_space(space: PyTree) -> str:
     """Each parameter's path and space, in pytree order (dict keys sorted)."""
-    from .spaces import Space
-
     leaves = jax.tree_util.tree_flatten_with_path(space, is_leaf=lambda x: isinstance(x, Space))[0]
-    return ", ".join(f"{jax.tree_util.keystr(path) or '<root>'}: {leaf!r}" for path, leaf in leaves)
+    return ", ".join(f"{jax.tree_util.keystr(path) or '<root>'}: {_describe_leaf(leaf)}" for path, leaf in leaves)
 
 
 def _optimizer_fingerprint(optimizer: Optimizer | None) -> str | None:
@@ -64,19 +95,59 @@ def _header(state: OptimizerState, optimizer: Optimizer | None, extra: dict | No
     }
 
 
+def _writer_tag() -> str:
+    """This process's part of a temporary file's name: host and process id."""
+    return f"{re.sub(r'[^A-Za-z0-9-]', '_', socket.gethostname())}-{os.getpid()}"
+
+
+def _writer_is_gone(tag: str) -> bool:
+    """Whether the writer of a temporary file tagged `tag` has died (on this machine).
+
+    A writer on another machine, or one still running here, is never presumed dead.
+    """
+    host, _, pid = tag.rpartition("-")
+    if host != _writer_tag().rpartition("-")[0] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _remove_dead_writers_files(directory: Path, name: str) -> None:
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(.+)\.[^.]+\.tmp$")
+    for candidate in directory.iterdir():
+        match = pattern.match(candidate.name)
+        if match and _writer_is_gone(match.group(1)):
+            try:
+                candidate.unlink()
+            except OSError:
+                pass
+
+
+def _encode(header: dict, payload: PyTree) -> bytes:
+    buffer = io.BytesIO()
+    text = json.dumps(header).encode()
+    buffer.write(_MAGIC)
+    buffer.write(len(text).to_bytes(8, "little"))
+    buffer.write(text)
+    eqx.tree_serialise_leaves(buffer, payload)
+    data = buffer.getvalue()
+    return data + hashlib.sha256(data).digest()
+
+
 def _write_atomic(path: Path, header: dict, payload: PyTree) -> None:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    data = _encode(header, payload)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            text = json.dumps(header).encode()
-            f.write(_MAGIC)
-            f.write(len(text).to_bytes(8, "little"))
-            f.write(text)
-            eqx.tree_serialise_leaves(f, payload)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -84,14 +155,7 @@ def _write_atomic(path: Path, header: dict, payload: PyTree) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    # A writer killed mid-write (SIGKILL, power loss) leaves its temporary file behind;
-    # the next successful write removes those older than itself.
-    for stale in directory.glob(f".{glob.escape(path.name)}.*.tmp"):
-        try:
-            if stale.stat().st_mtime < started:
-                stale.unlink()
-        except OSError:
-            pass
+    _remove_dead_writers_files(directory, path.name)
     try:  # make the rename itself durable
         dir_fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -104,25 +168,66 @@ def _write_atomic(path: Path, header: dict, payload: PyTree) -> None:
         os.close(dir_fd)
 
 
-def read_header(path: str | os.PathLike) -> dict:
-    """The JSON header of a checkpoint file (what it was made for)."""
-    with open(path, "rb") as f:
-        return _read_header(f, path)
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise `ValueError` now if a checkpoint cannot be written at `path`.
 
-
-def _read_header(f, path) -> dict:
-    if f.read(len(_MAGIC)) != _MAGIC:
-        raise ValueError(f"{path} is not a hyperoptax checkpoint.")
-    size = int.from_bytes(f.read(8), "little")
+    A search checks this before it evaluates anything, so that no result is computed
+    only to be lost when the first save fails.
+    """
+    if str(path) == "":
+        raise ValueError("`checkpoint` must be a file path, got an empty string.")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint={str(path)!r} is a directory; pass a file path inside it.")
+    directory = path.parent if str(path.parent) else Path(".")
     try:
-        header = json.loads(f.read(size))
-    except ValueError as e:
-        raise ValueError(f"{path}: the checkpoint header is corrupt ({e}).") from None
-    if header.get("format") != _FORMAT:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
         raise ValueError(
-            f"{path}: checkpoint format {header.get('format')!r}, this version reads {_FORMAT}."
+            f"checkpoint={str(path)!r} cannot be written ({e}); nothing was evaluated. "
+            f"Pass a path in a directory this process can write."
+        ) from None
+
+
+def _damaged(path, why: str) -> ValueError:
+    return ValueError(
+        f"{path} is damaged ({why}); it was not loaded. Use another copy, or delete it to "
+        f"start the search again."
+    )
+
+
+def _split(data: bytes, path) -> tuple[dict, bytes]:
+    """A checkpoint file's bytes -> (header, payload), after checking its digest."""
+    if not data.startswith(_MAGIC):
+        raise ValueError(f"{path} is not a hyperoptax checkpoint.")
+    start = len(_MAGIC) + 8
+    size = int.from_bytes(data[len(_MAGIC) : start], "little")
+    body, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
+    if len(data) >= start + _DIGEST_BYTES and hashlib.sha256(body).digest() == digest:
+        header = json.loads(data[start : start + size])
+        payload = body[start + size :]
+    else:
+        # Either damaged, or format 1, which had no digest.
+        try:
+            header = json.loads(data[start : start + size]) if start + size <= len(data) else None
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != 1:
+            raise _damaged(path, "its contents do not match the checksum it was saved with")
+        payload = data[start + size :]
+    if header.get("format") not in (1, _FORMAT):
+        raise ValueError(
+            f"{path}: checkpoint format {header.get('format')!r}, this version reads 1 and {_FORMAT}."
         )
-    return header
+    return header, payload
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a checkpoint file (what it was made for), after checking its checksum."""
+    return _split(Path(path).read_bytes(), path)[0]
 
 
 def _check_compatible(path, header: dict, expected: dict) -> None:
@@ -142,20 +247,20 @@ def _check_compatible(path, header: dict, expected: dict) -> None:
             )
 
 
-def _checked_header(path, like: OptimizerState, optimizer: Optimizer | None) -> dict:
-    """The header of `path`, after checking that it was made for this search."""
-    header = read_header(path)
+def _read_checked(path, like: OptimizerState, optimizer: Optimizer | None) -> tuple[dict, Any, Any]:
+    """Read `path` and check it was made for this search: `(header, state, history)`.
+
+    `like` gives the state's structure; `history` is `None` for a saved state.
+    """
+    header, payload = _split(Path(path).read_bytes(), path)
     _check_compatible(path, header, _header(like, optimizer, None))
-    return header
-
-
-def _read(path, like: PyTree) -> PyTree:
-    with open(path, "rb") as f:
-        _read_header(f, path)
-        try:
-            return eqx.tree_deserialise_leaves(f, like)
-        except Exception as e:  # a truncated or foreign payload
-            raise ValueError(f"{path}: the checkpoint data cannot be read ({e}).") from None
+    described = header.get("extra", {}).get("history")
+    history = None if described is None else _history_like(described, like)
+    try:
+        state, history = eqx.tree_deserialise_leaves(io.BytesIO(payload), (like, history))
+    except Exception as e:  # a payload that does not fit (format 1 files have no digest)
+        raise ValueError(f"{path}: the checkpoint data cannot be read ({e}).") from None
+    return header, state, history
 
 
 def save_state(
@@ -179,22 +284,80 @@ def load_state(
     state class, buffer size or (when both sides know it) optimizer configuration raises
     `ValueError` saying what differs.
     """
-    _checked_header(path, like, optimizer)
-    return _read(path, like)
+    return _read_checked(path, like, optimizer)[1]
 
 
-def _save_run(path, state, optimizer, extra: dict[str, Any], history: PyTree) -> None:
-    """Checkpoint of a running `optimize`: the state, the loop position and the history."""
-    extra = dict(extra, history=_describe_arrays(history))
+# -- a running search (`optimize`, `optimize_host`) ----------------------------------------
+
+
+def _history_treedef(state: OptimizerState):
+    flat = flatten_space(state.space)
+    return jax.tree_util.tree_structure((jax.tree_util.tree_unflatten(flat.treedef, [0] * flat.n_params), 0))
+
+
+def _history_like(described: list, state: OptimizerState) -> PyTree:
+    leaves = [np.zeros(shape, dtype) for shape, dtype in described]
+    return jax.tree_util.tree_unflatten(_history_treedef(state), leaves)
+
+
+def _key_list(key) -> list:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.asarray(key).tolist()
+
+
+def state_digest(state: OptimizerState) -> str:
+    """A digest of a state's arrays: what a checkpointed run started from."""
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, state)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def save_run(path, optimizer, state, key, n_iterations, start_digest, params_hist, results_hist, stopped) -> None:
+    """Checkpoint a running search: its state, loop position, history and where it started."""
+    history = (
+        jax.tree_util.tree_map(lambda *xs: np.stack([to_host(x) for x in xs]), *params_hist),
+        np.stack([to_host(r) for r in results_hist]),
+    )
+    extra = {
+        "iteration": len(results_hist),
+        "n_iterations": n_iterations,
+        "key": _key_list(key),
+        "start": start_digest,
+        "stopped": stopped,
+        "history": _describe_arrays(history),
+    }
     _write_atomic(Path(path), _header(state, optimizer, extra), (state, history))
 
 
-def _load_run(path, like_state, optimizer, history_treedef) -> tuple[dict, Any, PyTree]:
-    """Read a run checkpoint made for this search; returns `(extra, state, history)`."""
-    extra = _checked_header(path, like_state, optimizer)["extra"]
-    if "iteration" not in extra:
+def resume_run(path, optimizer, state, key, n_iterations, start_digest):
+    """Read a running search's checkpoint made by the same call.
+
+    Returns `(state, params_hist, results_hist, iterations_done, stopped)`. Refuses a
+    checkpoint of another search, of the same search called with another key or number
+    of iterations, or started from another state (for example one warm-started with
+    other observations).
+    """
+    header, state, history = _read_checked(path, state, optimizer)
+    extra = header["extra"]
+    if history is None:
         raise ValueError(f"{path} holds a saved state, not a running search's checkpoint.")
-    leaves = [np.zeros(shape, dtype) for shape, dtype in extra["history"]]
-    like = (like_state, jax.tree_util.tree_unflatten(history_treedef, leaves))
-    state, history = _read(path, like)
-    return extra, state, history
+    expected = {"key": _key_list(key), "n_iterations": n_iterations}
+    for name, value in expected.items():
+        if extra[name] != value:
+            raise ValueError(
+                f"{path} is the checkpoint of a run with {name}={extra[name]!r}, but this run "
+                f"has {name}={value!r}. Pass the same arguments to resume it, or another "
+                f"checkpoint path to start a new search."
+            )
+    if extra.get("start", start_digest) != start_digest:
+        raise ValueError(
+            f"{path} is the checkpoint of a run that started from another state (for "
+            f"example one warm-started with other observations). Pass the state that run "
+            f"started from to resume it, or another checkpoint path to start a new search."
+        )
+    params, results = history
+    done = extra["iteration"]
+    params_hist = [jax.tree_util.tree_map(lambda a: jnp.asarray(a[i]), params) for i in range(done)]
+    results_hist = [jnp.asarray(results[i]) for i in range(done)]
+    return state, params_hist, results_hist, done, extra["stopped"]

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -5,6 +6,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -124,15 +126,158 @@ def test_save_and_load_state_round_trip(tmp_path, search, reference, monkeypatch
     again = hx.load_state(tmp_path / "s", state, opt)
     np.testing.assert_array_equal(again.X, full.X)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
-    # A writer killed mid-write leaves its temporary file; the next write removes it,
-    # but not one that another writer is still filling (newer than this write).
-    stale, live = tmp_path / ".s.killed.tmp", tmp_path / ".s.live.tmp"
-    stale.write_bytes(b"partial")
-    live.write_bytes(b"partial")
-    os.utime(stale, (1e9, 1e9))
-    os.utime(live, (4e9, 4e9))
+    # A writer killed mid-write leaves its temporary file; the next write on the same
+    # machine removes it once that process is gone, but never a live writer's file.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = hx.checkpoint._writer_tag().rpartition("-")[0]
+    stale = tmp_path / f".s.{host}-{dead}.abc.tmp"
+    live = tmp_path / f".s.{host}-{os.getpid()}.def.tmp"
+    elsewhere = tmp_path / f".s.otherhost-{dead}.ghi.tmp"
+    for f in (stale, live, elsewhere):
+        f.write_bytes(b"partial")
     hx.save_state(tmp_path / "s", full, opt)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.live.tmp", "s"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "s"])
+
+
+_WRITER = """
+import sys, jax, hyperoptax as hx
+sys.path.insert(0, sys.argv[1])
+from checkpoint_worker import CONFIG, N_MAX
+from helpers import BRANIN_SPACE
+state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=N_MAX, **CONFIG)
+failed = 0
+for i in range(int(sys.argv[3])):
+    try:
+        hx.save_state(sys.argv[2], state, opt)
+    except OSError as e:
+        failed += 1
+        print(repr(e), flush=True)
+print("failed", failed)
+"""
+
+
+def test_concurrent_writers_never_break_each_other(tmp_path, search):
+    """Processes saving to one path (every process of a multi-host search does) all succeed."""
+    ckpt = tmp_path / "shared.ckpt"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(HERE), str(ckpt), "150"],
+                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert all(out.strip().endswith("failed 0") for out in outputs), outputs
+    state, opt = search
+    hx.load_state(ckpt, state, opt)
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.ckpt"]
+
+
+def test_two_checkpointed_searches_on_one_path_both_finish(tmp_path, reference):
+    ckpt, outs = tmp_path / "c", [tmp_path / "a.npz", tmp_path / "b.npz"]
+    procs = [_worker(ckpt, out) for out in outs]
+    for p in procs:
+        p.stdout.read()
+        assert p.wait(timeout=300) == 0
+    state, _, results = reference
+    for out in outs:
+        np.testing.assert_array_equal(np.load(out)["y"], np.asarray(state.y))
+
+
+def _flip(path, byte, bit=0):
+    data = bytearray(path.read_bytes())
+    data[byte] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_checkpoint_is_refused_never_resumed(tmp_path, search):
+    state, opt = search
+    good = tmp_path / "good"
+    opt.optimize(state, KEY, branin, 2, checkpoint=good)
+    data = good.read_bytes()
+    magic = len(hx.checkpoint._MAGIC)
+    # Every region: the header length, the header (iteration count, stopped flag), the
+    # arrays, the checksum itself.
+    header_end = magic + 8 + int.from_bytes(data[magic:magic + 8], "little")
+    positions = sorted({magic, magic + 5, *range(magic + 8, header_end, 97),
+                        *range(header_end, len(data), max(1, (len(data) - header_end) // 40)),
+                        len(data) - 1})
+    for i, byte in enumerate(positions):
+        bad = tmp_path / f"bad{i}"
+        bad.write_bytes(data)
+        _flip(bad, byte, bit=i % 8)
+        with pytest.raises(ValueError, match="is damaged"):
+            hx.load_state(bad, state, opt)
+        with pytest.raises(ValueError, match="is damaged"):
+            opt.optimize(state, KEY, branin, 2, checkpoint=bad)
+    truncated = tmp_path / "truncated"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="is damaged"):
+        hx.checkpoint.read_header(truncated)
+
+
+def test_checkpoints_without_a_checksum_still_load(tmp_path, search, reference):
+    """Files of format 1 (no checksum) remain readable."""
+    state, opt = search
+    full = reference[0]
+    hx.save_state(tmp_path / "s", full, opt)
+    data = (tmp_path / "s").read_bytes()[: -hx.checkpoint._DIGEST_BYTES]
+    magic = len(hx.checkpoint._MAGIC)
+    size = int.from_bytes(data[magic:magic + 8], "little")
+    header = json.loads(data[magic + 8 : magic + 8 + size])
+    text = json.dumps(dict(header, format=1)).encode()
+    old = tmp_path / "old"
+    old.write_bytes(data[:magic] + len(text).to_bytes(8, "little") + text + data[magic + 8 + size :])
+    loaded = hx.load_state(old, state, opt)
+    np.testing.assert_array_equal(loaded.y, full.y)
+
+
+def test_resume_refuses_another_starting_state(tmp_path, search):
+    state, opt = search
+
+    def crash(i, *_):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "c"
+    with pytest.raises(KeyboardInterrupt):
+        opt.optimize(state, KEY, branin, 4, checkpoint=ckpt, callback=crash)
+    warm = opt.warm_start(state, np.array([[0.0, 1.0]]), np.array([3.0]))
+    with pytest.raises(ValueError, match="started from another state"):
+        opt.optimize(warm, KEY, branin, 4, checkpoint=ckpt)
+    resumed, (_, rh) = opt.optimize(state, KEY, branin, 4, checkpoint=ckpt)
+    assert len(rh) == 4 and int(resumed.mask.sum()) == 8
+
+
+def test_unusable_checkpoint_location_fails_before_any_evaluation(tmp_path):
+    state, opt = hx.RandomSearch.init(BRANIN_SPACE, n_parallel=2)
+    calls = []
+
+    def objective(config):
+        calls.append(config)
+        return config["x1"]
+
+    (tmp_path / "file").write_text("")
+    for bad in ["", tmp_path / "file" / "c", tmp_path, "/proc/hyperoptax-test.ckpt"]:
+        with pytest.raises(ValueError, match="checkpoint"):
+            opt.optimize_host(state, KEY, objective, 2, checkpoint=bad)
+    assert calls == []
+
+
+_SAVE_CATEGORICAL = """
+import sys, jax, jax.numpy as jnp, hyperoptax as hx
+space = {"act": hx.CategoricalSpace((jax.nn.relu, jnp.tanh, "linear")), "lr": hx.LogSpace(1e-4, 1e-1)}
+state, opt = hx.BayesianSearch.init(space, n_max=4, n_parallel=2)
+hx.save_state(sys.argv[1], state, opt)
+"""
+
+
+def test_functions_as_categorical_choices_resume_in_a_new_process(tmp_path):
+    ckpt = tmp_path / "c"
+    subprocess.run([sys.executable, "-c", _SAVE_CATEGORICAL, str(ckpt)], check=True)
+    space = {"act": hx.CategoricalSpace((jax.nn.relu, jnp.tanh, "linear")), "lr": hx.LogSpace(1e-4, 1e-1)}
+    state, opt = hx.BayesianSearch.init(space, n_max=4, n_parallel=2)
+    hx.load_state(ckpt, state, opt)
+    other = {"act": hx.CategoricalSpace((jnp.tanh, jax.nn.relu, "linear")), "lr": hx.LogSpace(1e-4, 1e-1)}
+    with pytest.raises(ValueError, match="search space"):
+        hx.load_state(ckpt, hx.BayesianSearch.init(other, n_max=4, n_parallel=2)[0], opt)
 
 
 def test_optimize_scan_callback_sees_every_iteration(search):
