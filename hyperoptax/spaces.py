@@ -128,6 +128,15 @@ def _check_bounds(name: str, lower_bound: Any, upper_bound: Any) -> tuple[float,
             f"{name}: `lower_bound` must be smaller than `upper_bound`, "
             f"got lower_bound={lower_bound!r}, upper_bound={upper_bound!r}."
         )
+    dtype = np.dtype(_float_dtype())
+    biggest = float(np.finfo(dtype).max)
+    if not hi - lo <= biggest:  # the width must be a finite number of this dtype too
+        raise ValueError(
+            f"{name}: [lower_bound, upper_bound] = [{lower_bound!r}, {upper_bound!r}] does not "
+            f"fit in {dtype.name}, whose numbers lie within +-{biggest:.4g} (the width "
+            f"upper_bound - lower_bound included); enable jax_enable_x64 for float64, or "
+            f"rescale the parameter."
+        )
     return lo, hi
 
 
@@ -141,6 +150,13 @@ def _check_positive(name: str, lower_bound: Any) -> None:
     if not float(lower_bound) > 0:
         raise ValueError(
             f"{name}: log-scaled bounds must be positive, got lower_bound={lower_bound!r}."
+        )
+    dtype = np.dtype(_float_dtype())
+    tiny = float(np.finfo(dtype).tiny)
+    if float(lower_bound) < tiny:
+        raise ValueError(
+            f"{name}: lower_bound={lower_bound!r} is below the smallest normal {dtype.name} "
+            f"({tiny:.4g}); enable jax_enable_x64 for float64, or rescale the parameter."
         )
 
 
@@ -200,7 +216,19 @@ class LogSpace(LinearSpace):
 def _check_integer_space(space) -> None:
     name = type(space).__name__
     _check_int_dtype(name, space.datatype)
-    _integer_bounds(name, float(space.lower_bound), float(space.upper_bound))
+    ilo, ihi = _integer_bounds(name, float(space.lower_bound), float(space.upper_bound))
+    info = np.iinfo(np.dtype(space.datatype))
+    # Integers pass through the float dtype on their way to the GP and back: they must be
+    # exact there too (float32 holds every integer up to 2**24).
+    exact = 2 ** (np.finfo(np.dtype(_float_dtype())).nmant + 1)
+    top = min(info.max, exact)
+    if ilo < max(info.min, -exact) or ihi > top:
+        raise ValueError(
+            f"{name}: [lower_bound, upper_bound] = [{space.lower_bound!r}, {space.upper_bound!r}] "
+            f"does not fit: {np.dtype(space.datatype).name} holds [{info.min}, {info.max}] and "
+            f"{np.dtype(_float_dtype()).name} represents every integer only within +-{exact}; "
+            f"enable jax_enable_x64 (and an int64 `datatype`) for larger ranges."
+        )
 
 
 def _integer_column(space, log: bool) -> _Column:
@@ -278,6 +306,15 @@ class DiscreteSpace(Space):
         dtype = jnp.int32 if all_int else _float_dtype()
         n = len(vals)
         return _Column(-0.5, n - 0.5, False, True, 0.0, float(n - 1), vals, dtype)
+
+    def decode(self, value: Any) -> Any:
+        """The declared member a value of this space stands for (exactly as declared).
+
+        In float32, `DiscreteSpace((0.1, 0.5))` holds 0.1 as 0.100000001...; host code
+        gets the declared 0.1 back (`to_configs` with the space does this).
+        """
+        v = float(np.asarray(value))
+        return min(self.values, key=lambda member: abs(float(member) - v))
 
 
 def _as_choices(choices: Any) -> tuple:
@@ -400,11 +437,26 @@ class FlatSpace:
         table = jnp.broadcast_to(table, idx.shape + table.shape[-1:])
         return jnp.take_along_axis(table, i[..., None], axis=-1)[..., 0]
 
+    def _inner_bounds(self, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The declared bounds as numbers of `dtype`, rounded inwards where inexact, so
+        that every value between them lies within the declared bounds."""
+        lo = np.asarray(self.ilo, dtype)
+        hi = np.asarray(self.ihi, dtype)
+        lo = np.where(lo.astype(np.float64) < self.ilo, np.nextafter(lo, np.asarray(np.inf, dtype)), lo)
+        hi = np.where(hi.astype(np.float64) > self.ihi, np.nextafter(hi, np.asarray(-np.inf, dtype)), hi)
+        return lo, hi
+
     def from_unit(self, u: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        """Unit cube -> valid raw values (rounded, snapped), as floats."""
+        """Unit cube -> valid raw values (rounded, snapped), as floats.
+
+        Continuous values are clipped to the declared bounds (rounding in `exp` must not
+        take a log-scaled value past them).
+        """
         lo, hi = self._col(self.lo, u), self._col(self.hi, u)
         w = lo + jnp.clip(u, 0.0, 1.0) * (hi - lo)
         x = jnp.where(self._col(self.log, u), jnp.exp(w), w)
+        rlo, rhi = self._inner_bounds(np.dtype(u.dtype))
+        x = jnp.clip(x, self._col(rlo, x), self._col(rhi, x))
         return self._round(x)
 
     def _round(self, x):
@@ -437,11 +489,14 @@ class FlatSpace:
         `x` is a concrete `(n, d)` matrix of raw values; finite values inside the bounds
         (for integer spaces, whole numbers; for discrete spaces, members) pass.
         """
-        x = np.asarray(x, np.float64)
+        given = np.asarray(x)
+        x = given.astype(np.float64)
         for j, c in enumerate(self.columns):
             col = x[:, j]
             if len(c.values):
-                ok = np.isin(col, np.asarray(c.values, np.float64))
+                # Compared in the dtype the values arrived in: float32 holds 0.1 as
+                # 0.100000001..., which is the member 0.1 all the same.
+                ok = np.isin(given[:, j], np.asarray(c.values, np.float64).astype(given.dtype))
                 what = f"one of {c.values}"
             else:
                 lo, hi = (math.exp(c.lo), math.exp(c.hi)) if c.log else (c.lo, c.hi)
@@ -540,7 +595,8 @@ def to_configs(params: PyTree, space: PyTree | None = None) -> list[PyTree]:
     Each configuration has the pytree's structure (a dict for a dict space) with plain
     Python values: `float` for continuous parameters, `int` for integer ones. With
     `space`, a `CategoricalSpace` parameter becomes the choice itself instead of its
-    index. Use it to hand suggestions to code outside JAX.
+    index, and a `DiscreteSpace` parameter exactly the declared value (not its float32
+    rounding). Use it to hand suggestions to code outside JAX.
     """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     if not leaves:
@@ -559,7 +615,7 @@ def to_configs(params: PyTree, space: PyTree | None = None) -> list[PyTree]:
             raise ValueError(
                 f"to_configs: `params` has {len(host)} leaves but the space has {len(spaces)}."
             )
-        decoders = [sp.decode if isinstance(sp, CategoricalSpace) else None for sp in spaces]
+        decoders = [sp.decode if isinstance(sp, CategoricalSpace | DiscreteSpace) else None for sp in spaces]
 
     def value(j, i):
         return decoders[j](host[j][i]) if decoders[j] else host[j][i].item()
@@ -597,6 +653,8 @@ def from_configs(configs: Sequence[PyTree], space: PyTree) -> PyTree:
             ) from None
         rows.append([_encode(sp, v) for sp, v in zip(spaces, leaves)])
     x = np.asarray(rows, dtype=np.float64)
+    # Before any cast: 1.9 for an integer parameter must be refused, not truncated to 1.
+    flat.check_values(x, "from_configs")
     out = [jnp.asarray(x[:, j].astype(dt)) for j, dt in enumerate(flat.dtypes)]
     return jax.tree_util.tree_unflatten(flat.treedef, out)
 

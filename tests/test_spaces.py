@@ -27,6 +27,13 @@ KEY = jax.random.PRNGKey(0)
         (lambda: hx.QLogSpace(64, 8), "lower_bound"),
         (lambda: hx.DiscreteSpace(()), "empty"),
         (lambda: hx.DiscreteSpace((1.0, float("nan"))), "finite"),
+        # Bounds the float32 / int32 dtypes cannot hold (under the default precision).
+        (lambda: hx.LinearSpace(0.0, 1e39), "does not fit in float32"),
+        (lambda: hx.LinearSpace(-1e308, 1e308), "does not fit in float32"),
+        (lambda: hx.LinearSpace(-2e38, 2e38), "width"),
+        (lambda: hx.LogSpace(1e-60, 1.0), "smallest normal float32"),
+        (lambda: hx.QLinearSpace(0, 3e9), "int32 holds"),
+        (lambda: hx.QLogSpace(1, 1e8), "every integer only within"),
     ],
 )
 def test_bad_construction_is_a_value_error_naming_class_and_argument(make, match):
@@ -168,3 +175,39 @@ def test_spaces_are_equinox_modules_and_jit_friendly():
     assert isinstance(sp, eqx.Module)
     out = jax.jit(lambda k: sp.sample(k, (3,)))(KEY)
     assert out.dtype == jnp.int32 and math.isfinite(float(out[0]))
+
+
+@pytest.mark.parametrize("space", [hx.LogSpace(1e-6, 1.0), hx.LogSpace(3e-5, 0.7), hx.LinearSpace(0.1, 0.3)])
+def test_values_never_leave_the_declared_bounds(space):
+    """Rounding in the unit map (exp in float32) must not step past a bound, bit for bit."""
+    u = jnp.concatenate([jnp.array([0.0, 1.0, -1.0, 2.0]), jax.random.uniform(KEY, (20000,))])
+    values = [float(v) for v in np.asarray(space.from_unit(u))]
+    assert min(values) >= space.lower_bound and max(values) <= space.upper_bound
+    state, opt = hx.RandomSearch.init({"p": space}, n_parallel=5000)
+    configs = hx.to_configs(opt.get_next_params(state, KEY))
+    assert all(space.lower_bound <= c["p"] <= space.upper_bound for c in configs)
+
+
+def test_discrete_float_values_reach_host_code_exactly_as_declared():
+    space = {"d": hx.DiscreteSpace((0.1, 0.5)), "q": hx.QLinearSpace(1, 5)}
+    state, opt = hx.RandomSearch.init(space, n_parallel=8)
+    seen = []
+    opt.optimize_host(state, KEY, lambda c: seen.append(c["d"]) or 0.0, 2)
+    assert set(seen) <= {0.1, 0.5} and len(seen) == 16
+    # The library's own configurations are accepted back.
+    configs = hx.to_configs(opt.get_next_params(state, KEY), space)
+    bstate, bopt = hx.BayesianSearch.init(space, n_max=8, n_parallel=2)
+    warm = bopt.warm_start(bstate, configs, np.arange(8.0))
+    assert int(warm.mask.sum()) == 8
+
+
+@pytest.mark.parametrize("value", [1.9, 5.7, 0.0])
+def test_non_integral_or_out_of_range_integers_are_refused_on_every_path(value):
+    space = {"q": hx.QLinearSpace(1, 5)}
+    with pytest.raises(ValueError, match=r"\['q'\] of configuration 0 is"):
+        hx.from_configs([{"q": value}], space)
+    state, opt = hx.BayesianSearch.init(space, n_max=4, n_parallel=1)
+    with pytest.raises(ValueError, match=r"\['q'\] of configuration 0 is"):
+        opt.warm_start(state, [{"q": value}], [1.0])
+    with pytest.raises(ValueError, match=r"\['q'\] of configuration 0 is"):
+        opt.warm_start(state, np.array([[value]]), [1.0])
