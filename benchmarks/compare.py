@@ -45,9 +45,9 @@ HX_CONFIGS = {
     "hx-defaults": dict(),
     "hx-defaults-p1": dict(n_parallel=1),
     "hx-matern25-ei": dict(n_parallel=1, kernel=hx.Matern(nu=2.5), acquisition=hx.EI()),
-    "hx-recommended": lambda: dict(n_parallel=1, **hx.recommended()),
-    "hx-recommended-p4": lambda: dict(n_parallel=4, **hx.recommended()),
-    "hx-recommended-p8": lambda: dict(n_parallel=8, **hx.recommended()),
+    "hx-recommended": lambda: hx.recommended(n_parallel=1),
+    "hx-recommended-p4": lambda: hx.recommended(n_parallel=4),
+    "hx-recommended-p8": lambda: hx.recommended(n_parallel=8),
     # What we recommend with `jax_enable_x64` on (run it with --x64).
     "hx-recommended-x64": dict(n_parallel=1, **RECOMMENDED_X64),
 }

@@ -55,7 +55,7 @@ def hx_configs():
     """The hyperoptax contestants, all sequential (`n_parallel=1`)."""
     return {
         "hx-defaults-p1": dict(n_parallel=1),  # the API reference's defaults, one at a time
-        "hx-recommended": dict(n_parallel=1, **hx.recommended()),
+        "hx-recommended": hx.recommended(n_parallel=1),
         **{name: eval(kwargs, {"hx": hx}) for name, kwargs in EXTRA.items()},
     }
 
@@ -370,8 +370,8 @@ def main(argv=None):
     r.add_argument("--quick", action="store_true", help=f"{QUICK_PROBLEMS}, one seed, budget {QUICK_BUDGET}")
     r.add_argument("--x64", action="store_true")
     r.add_argument("--define", nargs=2, action="append", default=[], metavar=("NAME", "KWARGS"),
-                   help='an extra hyperoptax contestant: --define w10 "dict(n_parallel=1, '
-                        '**hx.recommended(), n_warmup=10)"')
+                   help='an extra hyperoptax contestant: --define ucb "{**hx.recommended(n_parallel=1), '
+                        "'acquisition': hx.UCB()}\"")
     r.add_argument("--out", type=Path, default=OUT)
     r.set_defaults(fn=cmd_run)
     p = sub.add_parser("report")

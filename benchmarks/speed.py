@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-RECOMMENDED = "hx.recommended()"
+RECOMMENDED = "hx.recommended(n_parallel=1)"
 CONFIGS = {
     "recommended": RECOMMENDED,
     "Matern2.5+EI": "dict(kernel=hx.Matern(nu=2.5), acquisition=hx.EI())",
@@ -82,7 +82,7 @@ def latency(d, n_obs, config, reps=20, mixed=False):
     import hyperoptax as hx
 
     kw = eval(CONFIGS[config], {"hx": hx})
-    state, opt = filled_state(d, n_obs, n_obs + 1, mixed=mixed, n_parallel=1, **kw)
+    state, opt = filled_state(d, n_obs, n_obs + 1, mixed=mixed, **{**kw, "n_parallel": 1})
     key = jax.random.PRNGKey(0)
     t = time.perf_counter()
     params = _block(opt.get_next_params(state, key))
@@ -106,7 +106,7 @@ def seeds(n_seeds, budget=30):
 
     space, f, _, _ = PROBLEMS["branin"]
     kw = eval(RECOMMENDED, {"hx": hx})
-    state, opt = hx.BayesianSearch.init(space, n_max=budget, maximize=False, n_parallel=1, **kw)
+    state, opt = hx.BayesianSearch.init(space, n_max=budget, maximize=False, **{**kw, "n_parallel": 1})
     keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
     together = eqx.filter_jit(eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, f)[1][1]))
     one = eqx.filter_jit(lambda k: opt.optimize_scan(state, k, f)[1][1])
@@ -134,10 +134,52 @@ def branin_total(config):
     space, f, _, n = PROBLEMS["branin"]
     kw = eval(CONFIGS[config], {"hx": hx})
     t = time.perf_counter()
-    state, opt = hx.BayesianSearch.init(space, n_max=n, maximize=False, n_parallel=1, **kw)
+    state, opt = hx.BayesianSearch.init(space, n_max=n, maximize=False, **{**kw, "n_parallel": 1})
     state, _ = opt.optimize(state, jax.random.PRNGKey(0), f)
     _block(state.y)
     return dict(total=time.perf_counter() - t)
+
+
+def checkpoint_cost(n_iterations, n_max=1000):
+    """What checkpointing costs: per iteration of a host search (its state and whole
+    history saved after every iteration), and per `save_state` of a full 12-parameter
+    Bayesian state."""
+    import os
+
+    import jax
+    import numpy as np
+
+    import hyperoptax as hx
+
+    space = {f"x{i}": hx.LinearSpace(0.0, 1.0) for i in range(6)}
+    state, opt = hx.RandomSearch.init(space, n_parallel=1)
+    key = jax.random.PRNGKey(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(checkpoint):
+            t = time.perf_counter()
+            opt.optimize_host(state, key, lambda c: c["x0"], n_iterations, checkpoint=checkpoint)
+            return time.perf_counter() - t
+
+        run(None)
+        plain = min(run(None) for _ in range(3))
+        saved = []
+        for i in range(3):
+            saved.append(run(os.path.join(tmp, f"run{i}.ckpt")))
+        per_iteration = (min(saved) - plain) / n_iterations
+        full, bopt = filled_state(12, n_max, n_max, mixed=True, n_parallel=1)
+        path = os.path.join(tmp, "state.ckpt")
+        hx.save_state(path, full, bopt)
+        ts = []
+        for _ in range(20):
+            t = time.perf_counter()
+            hx.save_state(path, full, bopt)
+            ts.append(time.perf_counter() - t)
+        ls = []
+        for _ in range(20):
+            t = time.perf_counter()
+            hx.load_state(path, full, bopt)
+            ls.append(time.perf_counter() - t)
+    return dict(per_iteration=per_iteration, save=float(np.median(ts)), load=float(np.median(ls)))
 
 
 def _in_fresh_process(call: str, cache_dir: str | None = None) -> dict:
@@ -159,7 +201,7 @@ def _in_fresh_process(call: str, cache_dir: str | None = None) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["latency", "observations", "parameters", "seeds", "branin"])
+    ap.add_argument("--only", choices=["latency", "observations", "parameters", "seeds", "branin", "checkpoint"])
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     want = (lambda s: args.only in (None, s))
@@ -194,6 +236,14 @@ def main():
             r = _in_fresh_process(f"seeds({n}, {8 if args.quick else 30})")
             print(f"| {n} | {r['vmapped']:.2f} | {r['sequential']:.2f} | {r['vmapped'] / r['sequential']:.2f} | "
                   f"{r['first_vmapped']:.1f} |", flush=True)
+    if want("checkpoint"):
+        n = 20 if args.quick else 200
+        r = _in_fresh_process(f"checkpoint_cost({n}, {100 if args.quick else 1000})")
+        print(f"\n| checkpoint | per iteration of a {n}-iteration host search (ms) | save_state, 12 parameters, "
+              f"{100 if args.quick else 1000} observations (ms) | load_state (ms) |")
+        print("|---|---|---|---|")
+        print(f"| this checkout | {r['per_iteration'] * ms:.2f} | {r['save'] * ms:.2f} | {r['load'] * ms:.2f} |",
+              flush=True)
     if want("branin"):
         print("\n| config | 50-evaluation Branin `optimize`, compile included (s) | the same with a warm persistent compilation cache (s) |")
         print("|---|---|---|")

@@ -16,7 +16,7 @@ def branin(key, p):
 
 space = {"x1": hx.LinearSpace(-5.0, 10.0), "x2": hx.LinearSpace(0.0, 15.0)}
 state, opt = hx.BayesianSearch.init(
-    space, n_max=40, maximize=False, n_parallel=1, **hx.recommended(),
+    space, n_max=40, maximize=False, **hx.recommended(n_parallel=1),
 )
 start = time.perf_counter()
 state, (params, results) = opt.optimize(state, jax.random.PRNGKey(0), branin)

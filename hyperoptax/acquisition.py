@@ -151,11 +151,20 @@ class UCB(BaseAcquisition):
         return mean + self.kappa * std
 
 
+def _scalar(x):
+    """Shape `(1,)` (how hyperoptax 0.2.0 passed `mean` and `std`) -> shape `()`."""
+    return jnp.reshape(x, ()) if jnp.shape(x) == (1,) else x
+
+
 class BaseHallucination(eqx.Module):
     """Base class for Kriging Believer hallucination strategies.
 
     `h(mean, std, key, y_max) -> scalar` gives the pseudo-observation recorded at a point
     already chosen for the current batch, so the next pick of the batch goes elsewhere.
+    `BayesianSearch` passes `mean`, `std` and `y_max` as scalars (shape `()`) and needs
+    a scalar back; a result of shape `(1,)` (what hallucinations written for
+    hyperoptax 0.2.0 return) is accepted. The built-in ones return a scalar for scalar
+    or `(1,)`-shaped inputs.
     All values are on the model's internal scale (larger is better, 1.0 is the observed
     range of results per parameter; see the module docstring); `y_max` is the incumbent,
     the largest posterior mean at the observed points and at the batch's earlier
@@ -172,14 +181,14 @@ class MeanHallucination(BaseHallucination):
     """Classical Kriging Believer: hallucinate with the GP posterior mean."""
 
     def __call__(self, mean, std, key, y_max):
-        return mean
+        return _scalar(mean)
 
 
 class SampleHallucination(BaseHallucination):
     """Randomised Kriging Believer: hallucinate with a posterior sample, `mean + std * N(0, 1)`."""
 
     def __call__(self, mean, std, key, y_max):
-        return mean + std * jax.random.normal(key, jnp.shape(mean), jnp.result_type(mean))
+        return _scalar(mean + std * jax.random.normal(key, jnp.shape(mean), jnp.result_type(mean)))
 
 
 class UCBHallucination(BaseHallucination):
@@ -191,7 +200,7 @@ class UCBHallucination(BaseHallucination):
         _check_nonnegative("UCBHallucination", "kappa", self.kappa)
 
     def __call__(self, mean, std, key, y_max):
-        return mean + self.kappa * std
+        return _scalar(mean + self.kappa * std)
 
 
 class ConstantHallucination(BaseHallucination):
@@ -210,4 +219,4 @@ class ConstantHallucination(BaseHallucination):
 
     def __call__(self, mean, std, key, y_max):
         value = y_max if self.value is None else self.value
-        return jnp.broadcast_to(jnp.asarray(value, jnp.result_type(mean)), jnp.shape(mean))
+        return _scalar(jnp.broadcast_to(jnp.asarray(value, jnp.result_type(mean)), jnp.shape(mean)))

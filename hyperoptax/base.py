@@ -67,12 +67,15 @@ def _check_func(func: Callable, state: OptimizerState, key: PRNGKeyArray) -> Non
     )
     key = jax.eval_shape(lambda k: jax.random.split(k, 1)[0], key)
     out = jax.eval_shape(func, key, params)
-    leaves = jax.tree_util.tree_leaves(out)
-    if len(leaves) != 1 or leaves[0].shape != ():
-        shapes = [getattr(x, "shape", None) for x in leaves]
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shapes = [getattr(x, "shape", None) for x in jax.tree_util.tree_leaves(out)]
+        if isinstance(out, jax.ShapeDtypeStruct):
+            what = f"an array of shape {out.shape}"
+        else:  # a tuple, list, dict, ...: the objective returns one number, not a container
+            what = f"a {type(out).__name__} holding arrays of shapes {shapes}"
         hint = " Call `.squeeze()` inside `func` before returning." if shapes == [(1,)] else ""
         raise ValueError(
-            f"`func` must return a scalar (shape ()), got an output with shapes {shapes}.{hint}"
+            f"`func` must return a scalar (one array of shape ()), but it returned {what}.{hint}"
         )
 
 
@@ -197,8 +200,9 @@ class Optimizer(eqx.Module, Generic[StateT]):
             state: the search state (from `init`, or a previous run).
             key: PRNG key; one is split off per iteration and per evaluation.
             func: the objective, `func(key, params) -> scalar`.
-            n_iterations: iterations to run; `None` runs until the state is full (for
-                searches that have an end).
+            n_iterations: iterations to run; `None` runs as many whole batches as the
+                state has room for (for searches that have an end). A number of
+                iterations whose results would not fit in the state is refused.
             callback: called on the host after every iteration as
                 `callback(iteration, state, params, results)` (`iteration` counts from
                 0; `params` is the batch, `results` its `(n_parallel,)` results). A
@@ -283,7 +287,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
             k_ask, k_tell = jax.random.split(k)
             params = self.get_next_params(state, k_ask)
             configs = to_configs(params, state.space)
-            results = jnp.asarray(evaluate_configs(objective, configs, executor, on_error), dtype)
+            results = jnp.asarray(evaluate_configs(objective, configs, executor, on_error, dtype), dtype)
             return self.update_state(state, k_tell, results, params), params, results
 
         return _loop(self, state, key, n_iterations, step, callback, checkpoint, progress, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import equinox as eqx
@@ -13,7 +14,7 @@ from jax.scipy.special import ndtri
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree, Real
 
 from . import gp
-from .acquisition import PI, UCB, BaseAcquisition, BaseHallucination, SampleHallucination
+from .acquisition import EI, PI, UCB, BaseAcquisition, BaseHallucination, SampleHallucination
 from ._typing import typecheck
 from .base import Optimizer, OptimizerState, Results, as_results
 from .kernels import BaseKernel, Matern, Unordered
@@ -54,21 +55,30 @@ class BayesianSearchState(OptimizerState):
     log_noise: Float[Array, ""] = eqx.field(default=_INIT_LOG_NOISE, converter=_as_float_array)
 
 
-def recommended() -> dict[str, Any]:
-    """The `BayesianSearch.init` settings we recommend for the active precision.
+# Random evaluations before the model drives, in the recommended settings: enough to see
+# the objective's scale and spread across the space before the first model commits.
+_RECOMMENDED_WARMUP = 10
 
-    `BayesianSearch.init(space, n_max=100, **hx.recommended())`. The API reference fixes
-    the constructor's defaults (`Matern(nu=0.5)`, `PI()`, `n_parallel=4`); these are the
-    settings that did best on the development half of the robustness suite
-    (`benchmarks/RESULTS.md`), chosen separately for float32 (JAX's default) and for
-    float64 (`jax_enable_x64` on). Read at call time, so call it after setting the
-    precision. `n_parallel` is not included: pass it for your batch size (1 when
-    evaluations run one at a time).
+
+def recommended(n_parallel: int = 1) -> dict[str, Any]:
+    """The `BayesianSearch.init` settings we recommend, for the active precision and a batch size.
+
+    `BayesianSearch.init(space, n_max=100, **hx.recommended(n_parallel=4))`. The API
+    reference fixes the constructor's defaults (`Matern(nu=0.5)`, `PI()`,
+    `n_warmup=1`, `n_parallel=4`); these are the settings that did best on the
+    development half of the robustness suite (`benchmarks/RESULTS.md`), chosen
+    separately for float32 (JAX's default) and for float64 (`jax_enable_x64` on), so
+    call it after setting the precision. The returned settings include `n_parallel`
+    (the number of configurations evaluated at once; 1 when they run one at a time)
+    and an `n_warmup` of that many batches that the first 10 evaluations are uniformly
+    random, whatever the batch size.
     """
+    _check_int("recommended", "n_parallel", n_parallel, 1)
+    common = dict(n_restarts=8, n_lbfgs_steps=30, n_parallel=n_parallel,
+                  n_warmup=math.ceil(_RECOMMENDED_WARMUP / n_parallel))
     if gp._f64(_float_dtype()):
-        return dict(kernel=Matern(nu=2.5), acquisition=UCB(kappa=1.0), n_restarts=8, n_lbfgs_steps=30,
-                    n_warmup=10)
-    return dict(kernel=Matern(nu=1.5), acquisition=UCB(), n_restarts=8, n_lbfgs_steps=30)
+        return dict(kernel=Matern(nu=2.5), acquisition=UCB(kappa=1.0), **common)
+    return dict(kernel=Matern(nu=1.5), acquisition=EI(), **common)
 
 
 def _check_int(owner, name, value, minimum):
@@ -160,9 +170,8 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         hallucination: pseudo-observation strategy for the batch (default
             `SampleHallucination()`).
 
-    Recommended for sample efficiency (see `benchmarks/RESULTS.md`):
-    `kernel=Matern(nu=1.5), acquisition=UCB(), n_restarts=8, n_lbfgs_steps=30`, with
-    `n_parallel=1` when evaluations cannot run in parallel.
+    For sample efficiency use the settings `recommended()` returns (see
+    `benchmarks/RESULTS.md`): `BayesianSearch.init(space, n_max, **recommended(n_parallel=1))`.
     """
 
     jitter: float = 1e-6
@@ -217,6 +226,11 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
 
     def _init_state(self, space: PyTree, n_max: int = 200) -> BayesianSearchState:
         _check_int(type(self).__name__, "n_max", n_max, 1)
+        if n_max < self.n_parallel:
+            raise ValueError(
+                f"{type(self).__name__}: n_max={n_max} cannot hold one batch of "
+                f"n_parallel={self.n_parallel} results; pass n_max >= n_parallel."
+            )
         flat = flatten_space(space)
         f = _float_dtype()
         ls = jnp.broadcast_to(jnp.asarray(self.kernel.length_scale, f), (flat.n_params,))
@@ -228,12 +242,31 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
             jnp.clip(jnp.log(ls), *gp.LOG_LS_BOUNDS),
         )
 
-    def _default_n_iterations(self, state: BayesianSearchState) -> int:
+    def _free_slots(self, state: BayesianSearchState) -> int | None:
+        """Unfilled slots of the buffers (`None` for a traced state, which cannot be read)."""
         # numpy, not jnp: under an outer `jit` a jnp sum of a concrete buffer is staged.
         if isinstance(state.mask, jax.core.Tracer):
+            return None
+        return state.mask.shape[0] - int(np.sum(np.asarray(state.mask)))
+
+    def _default_n_iterations(self, state: BayesianSearchState) -> int:
+        free = self._free_slots(state)
+        if free is None:
             raise self._traced_default()
-        filled = int(np.sum(np.asarray(state.mask)))
-        return math.ceil((state.mask.shape[0] - filled) / self.n_parallel)
+        # Whole batches only: a batch that does not fit would lose results.
+        return free // self.n_parallel
+
+    def _n_iterations(self, state: BayesianSearchState, n_iterations: int | None) -> int:
+        n = super()._n_iterations(state, n_iterations)
+        free = self._free_slots(state)
+        if n_iterations is not None and free is not None and n * self.n_parallel > free:
+            raise ValueError(
+                f"{type(self).__name__}: n_iterations={n} batches of n_parallel={self.n_parallel} "
+                f"need {n * self.n_parallel} free slots, but the state has {free} "
+                f"(n_max={state.mask.shape[0]}); the results that do not fit would be lost. "
+                f"Pass a larger `n_max` to `init`, or at most {free // self.n_parallel} iterations."
+            )
+        return n
 
     # -- public API -------------------------------------------------------------------
 
@@ -261,10 +294,11 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
     ) -> BayesianSearchState:
         """Record new observations and update the GP hyperparameters.
 
-        Writes the batch into the next free slots of the buffers (when fewer slots
-        remain than results, the first ones are kept; a full buffer is left unchanged),
-        then runs `n_hparam_steps` of Adam on the marginal likelihood once at least two
-        observations exist.
+        Writes the batch into the next free slots of the buffers, then runs `n_hparam_steps` of Adam on the marginal likelihood once at least two
+        observations exist. When fewer slots remain than results, only the first
+        ones are recorded, with a warning (a traced state cannot warn: size `n_max`
+        for the whole search; `optimize` and `optimize_scan` refuse an `n_iterations`
+        that does not fit).
 
         Args:
             state: current `BayesianSearchState`.
@@ -275,6 +309,15 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         """
         _check_params(params, flatten_space(state.space), self.n_parallel)
         results = as_results(results, self.n_parallel, type(self).__name__)
+        free = self._free_slots(state)
+        if free is not None and free < self.n_parallel:
+            warnings.warn(
+                f"{type(self).__name__}.update_state: the state is full (n_max="
+                f"{state.mask.shape[0]}); {self.n_parallel - free} of these {self.n_parallel} "
+                f"results are not recorded and cannot be the best result. Pass a larger "
+                f"`n_max` to `init` for longer searches.",
+                stacklevel=2,
+            )
         return _update(self, state, results, params)
 
     @typecheck
@@ -291,8 +334,8 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         of Python values (see `to_configs`), with `results` of shape `(n,)`. Or it is
         another run's `BayesianSearchState` (for example from `load_state`) over the
         same search space, and `results` is left out. Values must lie in the search
-        space; results may be NaN or inf (recorded as failures). When more
-        observations come than free slots, the first ones are kept.
+        space; results may be NaN or inf (recorded as failures). More observations
+        than free slots raise a `ValueError`.
         """
         name = f"{type(self).__name__}.warm_start"
         flat = flatten_space(state.space)
@@ -318,6 +361,12 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         if len(y) == 0:
             return state
         flat.check_values(X, name)
+        free = self._free_slots(state)
+        if free is not None and len(y) > free:
+            raise ValueError(
+                f"{name}: {len(y)} observations do not fit in the {free} free slots of the "
+                f"state (n_max={state.mask.shape[0]}); pass a larger `n_max` to `init`."
+            )
         f = state.X.dtype
         return _update(self, state, jnp.asarray(y, f), jnp.asarray(X, f))
 
@@ -588,7 +637,8 @@ def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, 
             s_c = jnp.concatenate([s_c, jnp.where(jnp.isnan(s_r), -jnp.inf, s_r)])
         x = jnp.where(use_gp, cands[jnp.argmax(s_c)], cands[0])
         mean, std = gp.predict(kernel, post, x[None, :])
-        h = unit * opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit)
+        # A scalar; hallucinations written for hyperoptax 0.2.0 return shape (1,).
+        h = unit * jnp.reshape(opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit), ())
         slot = n_max + j
         return (X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x
 

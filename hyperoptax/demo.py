@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         flush=True,
     )
     state, opt = BayesianSearch.init(
-        SPACE, n_max=args.evaluations, maximize=False, n_parallel=args.parallel,
-        **recommended(),
+        SPACE, n_max=args.evaluations, maximize=False, **recommended(n_parallel=args.parallel),
     )
     t0, best = time.perf_counter(), [np.inf]
 

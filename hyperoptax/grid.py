@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 import warnings
 
@@ -17,6 +16,9 @@ from .base import Optimizer, OptimizerState, Results, as_results
 from .spaces import CategoricalSpace, DiscreteSpace, Space, _float_dtype, flatten_space
 
 __all__ = ["GridSearchState", "GridSearch"]
+
+# At most this many combinations (2**24: 64 MiB per parameter in float32) are enumerated.
+_MAX_COMBINATIONS = 2**24
 
 
 class GridSearchState(OptimizerState):
@@ -85,7 +87,17 @@ class GridSearch(Optimizer[GridSearchState]):
             tuple(range(len(leaf.choices))) if isinstance(leaf, CategoricalSpace) else leaf.values
             for leaf in leaves
         ]
-        grid = np.array(list(itertools.product(*values)), dtype=np.float64)
+        n_total = int(np.prod([len(v) for v in values], dtype=object))
+        if n_total > _MAX_COMBINATIONS:
+            raise ValueError(
+                f"GridSearch: the grid has {n_total:,} combinations of {len(values)} parameters, "
+                f"more than the {_MAX_COMBINATIONS:,} a grid search enumerates (the state holds "
+                f"every combination). Use fewer values, or RandomSearch / BayesianSearch, which "
+                f"need no grid."
+            )
+        # The last leaf varies fastest, as in itertools.product.
+        axes = np.meshgrid(*[np.asarray(v, np.float64) for v in values], indexing="ij")
+        grid = np.stack([a.reshape(-1) for a in axes], axis=-1)
         if self.shuffle:
             key = jax.random.PRNGKey(0) if key is None else key
             grid = grid[np.asarray(jax.random.permutation(key, len(grid)))]

@@ -36,9 +36,9 @@ def _as_float(value: Any) -> float:
     return float(arr.reshape(()))
 
 
-def _failed(config, error: BaseException | None, value=None) -> None:
+def _failed(config, error: BaseException | None, value=None, why: str = "not a finite real number") -> None:
     if error is None:
-        what = f"returned {value!r}, not a finite real number"
+        what = f"returned {value!r}, {why}"
     else:
         tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         what = f"raised {type(error).__name__}: {error}\n{tb}"
@@ -55,6 +55,7 @@ def evaluate_configs(
     configs: Sequence[Any],
     executor: Executor | None = None,
     on_error: str = "record",
+    dtype: Any = None,
 ) -> np.ndarray:
     """Evaluate `objective(config)` for each configuration; results in the same order.
 
@@ -64,9 +65,11 @@ def evaluate_configs(
     not one real number, has failed: with `on_error="record"` (default) it gets a NaN
     result and a `RuntimeWarning` names the configuration and the error; with
     `on_error="raise"` the exception propagates (a non-finite result raises
-    `ValueError`).
+    `ValueError`). With `dtype` (the search's float dtype), a result too large for it
+    (1e39 in float32) has failed too, rather than becoming `inf` on the way in.
     """
     _check_on_error(on_error)
+    biggest = math.inf if dtype is None else float(np.finfo(dtype).max)
     calls: list[Callable[[], Any]]
     if executor is not None:
         futures = [executor.submit(objective, c) for c in configs]
@@ -93,6 +96,12 @@ def evaluate_configs(
             if on_error == "raise":
                 raise ValueError(f"the objective returned {value!r} for {config!r}")
             _failed(config, None, raw)
+            continue
+        if abs(value) > biggest:
+            why = f"beyond the range of {np.dtype(dtype).name} (+-{biggest:.4g}) the search records results in"
+            if on_error == "raise":
+                raise ValueError(f"the objective returned {value!r} for {config!r}, {why}")
+            _failed(config, None, raw, why)
             continue
         out[i] = value
     return out

@@ -70,6 +70,26 @@ def test_hallucinations():
     assert abs(float(draws.mean()) - 1.0) < 0.05 and abs(float(draws.std()) - 0.5) < 0.05
 
 
+@pytest.mark.parametrize("shape", [(), (1,)])
+def test_built_in_hallucinations_return_a_scalar(shape):
+    """Scalars in (what BayesianSearch passes) or shape (1,) (what 0.2.0 passed): a scalar out."""
+    m, s = jnp.ones(shape), jnp.full(shape, 0.5)
+    for h in (hx.MeanHallucination(), hx.SampleHallucination(), hx.UCBHallucination(),
+              hx.ConstantHallucination(), hx.ConstantHallucination(value=2.0)):
+        assert jnp.shape(h(m, s, KEY, jnp.asarray(3.0))) == (), h
+
+
+def test_a_hallucination_written_for_0_2_0_still_works():
+    """0.2.0's custom hallucinations return shape (1,); the batch takes it as the scalar."""
+    def believer(mean, std, key, y_max):
+        return jnp.reshape(mean, (1,))
+
+    state, opt = hx.BayesianSearch.init({"x": hx.LinearSpace(0.0, 1.0)}, n_max=8, n_parallel=2,
+                                        hallucination=believer, n_candidates=32)
+    state, (_, results) = opt.optimize(state, KEY, lambda k, p: -(p["x"] - 0.3) ** 2)
+    assert int(state.mask.sum()) == 8 and np.isfinite(np.stack(results)).all()
+
+
 def test_ei_margin_scales_with_std():
     # EI's margin is xi * std: identical z for (mean, std) and (2 mean, 2 std) around 0.
     a = hx.EI(xi=0.3)(jnp.array([1.0]), jnp.array([1.0]), 0.0)

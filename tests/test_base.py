@@ -63,6 +63,11 @@ def test_non_scalar_result_is_an_error_with_squeeze_hint(random_opt):
         opt.optimize(state, KEY, lambda k, p: jnp.zeros(1), 1)
     with pytest.raises(ValueError, match="scalar"):
         opt.optimize_scan(state, KEY, lambda k, p: jnp.zeros(3), 1)
+    # A container around the number names the objective, not `update_state`'s `results`.
+    with pytest.raises(ValueError, match=r"`func` must return a scalar.*returned a tuple"):
+        opt.optimize(state, KEY, lambda k, p: (jnp.zeros(()),), 1)
+    with pytest.raises(ValueError, match=r"`func` must return a scalar.*returned a dict"):
+        opt.optimize_scan(state, KEY, lambda k, p: {"loss": jnp.zeros(())}, 1)
 
 
 def test_negative_iterations_is_a_value_error(random_opt):

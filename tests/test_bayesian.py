@@ -99,10 +99,12 @@ def test_update_writes_next_slots_and_overflow_keeps_first(branin_opt):
         state = opt.update_state(state, KEY, jnp.arange(3.0) + 3 * i, X)
     assert bool(state.mask.all())
     np.testing.assert_allclose(state.y, np.arange(12.0))
-    full = opt.update_state(state, KEY, jnp.full(3, -100.0), X)
+    with pytest.warns(UserWarning, match="3 of these 3 results are not recorded"):
+        full = opt.update_state(state, KEY, jnp.full(3, -100.0), X)
     np.testing.assert_array_equal(full.y, state.y)
     partial = eqx.tree_at(lambda s: s.mask, state, state.mask.at[10:].set(False))
-    partial = opt.update_state(partial, KEY, jnp.array([7.0, 8.0, 9.0]), X)
+    with pytest.warns(UserWarning, match="1 of these 3 results are not recorded"):
+        partial = opt.update_state(partial, KEY, jnp.array([7.0, 8.0, 9.0]), X)
     np.testing.assert_allclose(partial.y[10:], [7.0, 8.0])
 
 
@@ -127,8 +129,36 @@ def test_default_iterations_fill_the_buffer(branin_opt):
     state, opt = branin_opt
     state = opt.update_state(state, KEY, jnp.ones(3), jnp.ones((3, 2)))
     final, (ph, rh) = opt.optimize_scan(state, KEY, branin)
-    assert rh.shape == (3, 3)  # ceil(9 / 3)
+    assert rh.shape == (3, 3)  # 9 / 3
     assert bool(final.mask.all())
+
+
+def test_no_result_is_dropped_when_the_buffer_fills(branin_opt):
+    state, opt = branin_opt  # n_max=12, n_parallel=3
+    calls = []
+
+    def objective(config):
+        calls.append(config)
+        return branin(None, config)
+
+    # More iterations than the buffer holds: refused before anything is evaluated.
+    for run in (lambda: opt.optimize_host(state, KEY, objective, 5),
+                lambda: opt.optimize(state, KEY, branin, 5),
+                lambda: opt.optimize_scan(state, KEY, branin, 5)):
+        with pytest.raises(ValueError, match=r"need 15 free slots, but the state has 12"):
+            run()
+    assert calls == []
+    # A buffer that is not a multiple of the batch: whole batches only, so every result
+    # of the history is in the state and the best result agrees with the history.
+    odd, opt5 = hx.BayesianSearch.init(BRANIN_SPACE, n_max=10, maximize=False, n_parallel=4, **SMALL)
+    final, (_, rh) = opt5.optimize(odd, KEY, branin)
+    history = np.concatenate([np.asarray(r) for r in rh])
+    assert history.shape == (8,) and int(final.mask.sum()) == 8
+    assert float(opt5.best_result(final)) == history.min()
+    with pytest.raises(ValueError, match="cannot hold one batch"):
+        hx.BayesianSearch.init(BRANIN_SPACE, n_max=2, n_parallel=4)
+    with pytest.raises(ValueError, match="13 observations do not fit in the 12 free slots"):
+        opt.warm_start(state, np.zeros((13, 2)), np.zeros(13))
 
 
 def test_nan_and_inf_results_never_poison(branin_opt):
@@ -403,16 +433,18 @@ def test_recommended_settings_are_accepted_for_each_precision(x64):
         import jax.numpy as jnp
         import hyperoptax as hx
         from helpers import BRANIN_SPACE, branin
-        kwargs = hx.recommended()
-        assert "n_parallel" not in kwargs and "n_max" not in kwargs
-        state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=4, maximize=False, n_parallel=1,
+        kwargs = hx.recommended(n_parallel=1)
+        assert kwargs["n_parallel"] == 1 and "n_max" not in kwargs
+        # Ten random evaluations first, whatever the batch size.
+        assert kwargs["n_warmup"] == 10 and hx.recommended(n_parallel=4)["n_warmup"] == 3
+        state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=12, maximize=False,
                                             **{{**kwargs, "n_candidates": 16, "n_lbfgs_steps": 2}})
         for name, value in kwargs.items():
             if name not in ("n_candidates", "n_lbfgs_steps"):
                 assert getattr(opt, name) == value, name
         state, _ = opt.optimize(state, jax.random.PRNGKey(0), branin)
         assert state.y.dtype == (jnp.float64 if {x64} else jnp.float32)
-        assert int(state.mask.sum()) == 4
+        assert int(state.mask.sum()) == 12
         print(sorted(kwargs))
         """
     )
@@ -430,8 +462,8 @@ def test_a_parameter_written_off_early_comes_back_when_the_data_show_its_effect(
     # must bring it back: a refit shortens the length scale, and the next suggestion
     # does not sit at a bound of x0.
     space = {"x0": hx.LinearSpace(0.0, 1.0), "x1": hx.LinearSpace(0.0, 1.0)}
-    state, opt = hx.BayesianSearch.init(space, n_max=31, maximize=False, n_parallel=1,
-                                        **{**hx.recommended(), "n_candidates": 256})
+    state, opt = hx.BayesianSearch.init(space, n_max=31, maximize=False,
+                                        **{**hx.recommended(n_parallel=1), "n_candidates": 256})
     X = jax.random.uniform(jax.random.PRNGKey(3), (30, 2))
     y = 4.0 * (X[:, 0] - 0.3) ** 2 + 0.2 * X[:, 1]
     stuck = eqx.tree_at(lambda s: s.log_length_scale, state, jnp.array([jnp.log(100.0), 0.0]))

@@ -57,6 +57,12 @@ def test_shuffle_is_a_reproducible_permutation():
     np.testing.assert_array_equal(s3.grid, s4.grid)
 
 
+def test_a_grid_too_large_to_hold_is_refused_with_its_size():
+    space = {k: hx.DiscreteSpace(tuple(range(100))) for k in "abcd"}
+    with pytest.raises(ValueError, match="100,000,000 combinations of 4 parameters"):
+        hx.GridSearch.init(space)
+
+
 def test_non_discrete_space_is_rejected():
     with pytest.raises(ValueError, match="DiscreteSpace"):
         hx.GridSearch.init({"a": hx.LinearSpace(0.0, 1.0)})

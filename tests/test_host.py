@@ -101,6 +101,12 @@ def test_on_error_raise_stops_the_search():
     with pytest.warns(RuntimeWarning, match="returned 'text'"):
         _, (_, rh) = opt.optimize_host(state, KEY, lambda c: "text", 1)
     assert np.all(np.isnan(np.asarray(rh[0])))
+    # Too large for float32: a failure that names the configuration, not an overflow.
+    with pytest.warns(RuntimeWarning, match=r"evaluation of \{.*'lr'.*returned 1e\+39, beyond the range of float32"):
+        _, (_, rh) = opt.optimize_host(state, KEY, lambda c: 1e39, 1)
+    assert np.all(np.isnan(np.asarray(rh[0])))
+    with pytest.raises(ValueError, match="beyond the range of float32"):
+        opt.optimize_host(state, KEY, lambda c: -1e39, 1, on_error="raise")
 
 
 def test_thread_pool_evaluates_a_batch_concurrently():
