@@ -10,7 +10,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import ndtri
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree, Real
 
 from . import gp
@@ -18,7 +17,9 @@ from .acquisition import EI, PI, UCB, BaseAcquisition, BaseHallucination, Sample
 from ._typing import typecheck
 from .base import Optimizer, OptimizerState, Results, as_results
 from .kernels import BaseKernel, Matern, Unordered
-from .spaces import FlatSpace, _float_dtype, flatten_space, from_configs
+from ._suggest import believer_batch, incumbent
+from ._targets import model_targets
+from .spaces import FlatSpace, _float_dtype, flatten_space, from_configs, is_matrix
 
 __all__ = ["BayesianSearchState", "BayesianSearch", "recommended"]
 
@@ -88,59 +89,7 @@ def _check_int(owner, name, value, minimum):
         raise ValueError(f"{owner}: `{name}` must be at least {minimum}, got {value!r}.")
 
 
-def warp_medians(dtype) -> float:
-    """The output warp's scale, in median gaps to the best result, for results of `dtype`.
-
-    See `_model_targets`; measured in benchmarks/RESULTS.md ("The output warp in float64",
-    "The float32 warp at two median gaps").
-    """
-    return 10.0 if gp._f64(dtype) else 2.0
-
-
 _FRESH_EVERY = 8
-
-
-def _model_targets(y, mask, maximize: bool, n_params: int = 1):
-    """Raw results -> the GP's targets: oriented, failures imputed, warped, standardised.
-
-    Non-finite results count as the worst finite result seen, so a failure teaches the
-    model "not here" without poisoning it. The warp `-log1p(gap / (c * median gap))` of
-    the gap to the best value is monotone: it spreads out values near the best and
-    compresses far-off bad ones, so that the GP can resolve the differences the search
-    needs near the optimum. It also reshapes the objective (a smooth bowl becomes a
-    sharp peak, which a stationary kernel extrapolates poorly), so it is only as strong
-    as the precision needs: `c = 2` in float32, `c = 10` in float64, which resolves
-    finer differences (as the noise floor and `jitter` are, see `gp.log_noise_min`).
-
-    Also returns `unit`, the acquisitions' scale: how many standardised units an
-    improvement on the best by `n_params` times the whole observed range of results is
-    worth (through the warp's slope at the best). Acquisitions and hallucinations see
-    values divided by `unit`, so a margin such as `PI(xi=0.01)` means "beat the best by
-    1% of the observed range per parameter", whatever the objective's scale or the
-    number of observations. Per parameter, because the room a search must cover grows
-    with the number of parameters: a margin fixed to the range makes PI creep around
-    the incumbent in more than two or three dimensions (benchmarks/RESULTS.md, "The seed
-    defaults").
-    """
-    f = y if maximize else -y
-    finite = mask & jnp.isfinite(f)
-    worst = jnp.min(jnp.where(finite, f, jnp.inf))
-    worst = jnp.where(jnp.any(finite), worst, 0.0)
-    f = jnp.where(finite, f, worst)
-    best = jnp.max(jnp.where(mask, f, -jnp.inf))
-    gap = jnp.where(mask, best - f, jnp.nan)
-    scale = jnp.nanmedian(gap)
-    scale = jnp.where(scale > 0, scale, jnp.nanmax(gap))
-    scale = jnp.where(scale > 0, scale, 1.0) * warp_medians(y.dtype)
-    g = -jnp.log1p(jnp.where(mask, gap, 0.0) / scale)
-    n = jnp.maximum(jnp.sum(mask), 1)
-    mean = jnp.sum(jnp.where(mask, g, 0.0)) / n
-    std = jnp.sqrt(jnp.sum(jnp.where(mask, (g - mean) ** 2, 0.0)) / n)
-    std = jnp.where(std > 0, std, 1.0)
-    z = jnp.where(mask, (g - mean) / std, 0.0)
-    unit = n_params * jnp.nanmax(gap) / (scale * std)
-    unit = jnp.where(jnp.isfinite(unit) & (unit > 0), unit, 1.0)
-    return z, unit
 
 
 class BayesianSearch(Optimizer[BayesianSearchState]):
@@ -307,7 +256,7 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
             params: the batched params pytree from `get_next_params` (each leaf
                 `(n_parallel,)`) or a raw `(n_parallel, n_params)` array.
         """
-        _check_params(params, flatten_space(state.space), self.n_parallel)
+        flatten_space(state.space).check_batch(params, self.n_parallel, "BayesianSearch.update_state")
         results = as_results(results, self.n_parallel, type(self).__name__)
         free = self._free_slots(state)
         if free is not None and free < self.n_parallel:
@@ -350,11 +299,11 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
             keep = np.asarray(params.mask)
             X, y = np.asarray(params.X)[keep], np.asarray(params.y)[keep]
         else:
-            if isinstance(params, list | tuple) and not _is_matrix(params):
+            if isinstance(params, list | tuple) and not is_matrix(params):
                 params = from_configs(params, state.space)
-            n = _n_rows(params)
-            _check_params(params, flat, n, owner=name)
-            X = np.asarray(_params_matrix(params, flat))
+            n = flat.batch_size(params)
+            flat.check_batch(params, n, name)
+            X = np.asarray(flat.as_matrix(params))
             if results is None:
                 raise ValueError(f"{name}: `results` (shape ({n},)) is required with `params`.")
             y = np.asarray(as_results(results, n, type(self).__name__, method="warm_start"))
@@ -384,8 +333,8 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         For plots and diagnostics; the search itself does not call it.
         """
         flat = flatten_space(state.space)
-        _check_params(params, flat, _n_rows(params), owner=f"{type(self).__name__}.predict")
-        return _predict(self, state, _params_matrix(params, flat))
+        flat.check_batch(params, flat.batch_size(params), f"{type(self).__name__}.predict")
+        return _predict(self, state, flat.as_matrix(params))
 
     @typecheck
     def best_result(self, state: BayesianSearchState) -> Float[Array, ""]:
@@ -419,7 +368,7 @@ def _best_index(opt: BayesianSearch, state: BayesianSearchState) -> Array:
     """The row of `best_params`: see its docstring."""
     flat = flatten_space(state.space)
     ok = state.mask & jnp.isfinite(state.y)
-    z, _ = _model_targets(state.y, state.mask, opt.maximize)
+    z, _ = model_targets(state.y, state.mask, opt.maximize)
     params = _gp_params(state)
     post = gp.fit(_model_kernel(opt, flat), params, _unit_inputs(flat, state), z, state.mask, opt.jitter)
     # The targets are standardised, and the noise variance is on their scale.
@@ -428,42 +377,6 @@ def _best_index(opt: BayesianSearch, state: BayesianSearchState) -> Array:
     eligible = ok & (z >= z_best - 2.0 * noise_sd)
     mean = gp.fitted_mean(post, z, opt.jitter)
     return jnp.argmax(jnp.where(eligible, mean, -jnp.inf))
-
-
-def _check_params(
-    params, flat: FlatSpace, n_parallel: int, owner: str = "BayesianSearch.update_state"
-) -> None:
-    """Check that a batch of params is a pytree or raw matrix of the expected shape."""
-    expected = f"a params pytree with {flat.n_params} leaves of shape ({n_parallel},) " \
-               f"or an array of shape ({n_parallel}, {flat.n_params})"
-    if _is_matrix(params):
-        if params.shape != (n_parallel, flat.n_params):
-            raise ValueError(
-                f"{owner}: `params` must be {expected}; got an array of shape {params.shape}."
-            )
-        return
-    shapes = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(params)]
-    if len(shapes) != flat.n_params or any(s != (n_parallel,) for s in shapes):
-        raise ValueError(f"{owner}: `params` must be {expected}; got leaves of shapes {shapes}.")
-
-
-def _n_rows(params) -> int:
-    """The batch size of a params pytree or matrix (0 if it cannot be told)."""
-    if _is_matrix(params):
-        return params.shape[0]
-    shapes = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(params)]
-    return shapes[0][0] if shapes and len(shapes[0]) == 1 else 0
-
-
-def _is_matrix(params) -> bool:
-    return isinstance(params, jax.Array | np.ndarray) and np.ndim(params) == 2
-
-
-def _params_matrix(params, flat: FlatSpace) -> Array:
-    """A checked batch of params (pytree or raw matrix) as `(n, d)` floats; traceable."""
-    if _is_matrix(params):
-        return jnp.asarray(params, _float_dtype())
-    return flat.flatten(params)
 
 
 def _model_kernel(opt: BayesianSearch, flat: FlatSpace) -> BaseKernel:
@@ -484,7 +397,7 @@ def _unit_inputs(flat: FlatSpace, state: BayesianSearchState) -> Array:
 @eqx.filter_jit
 def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) -> BayesianSearchState:
     flat = flatten_space(state.space)
-    X_new = _params_matrix(params, flat)
+    X_new = flat.as_matrix(params)
     n_old = jnp.sum(state.mask)
     idx = n_old + jnp.arange(X_new.shape[0])
     state = eqx.tree_at(
@@ -498,7 +411,7 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) ->
     )
     if opt.n_hparam_steps == 0:
         return state
-    U, (z, _) = _unit_inputs(flat, state), _model_targets(state.y, state.mask, opt.maximize)
+    U, (z, _) = _unit_inputs(flat, state), model_targets(state.y, state.mask, opt.maximize)
 
     # The fresh starts of the fit cost twice what refining the last fit does, so after the
     # first 16 observations they run when the count passes a multiple of 8.
@@ -522,58 +435,12 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) ->
 @eqx.filter_jit
 def _predict(opt: BayesianSearch, state: BayesianSearchState, X):
     flat = flatten_space(state.space)
-    z, unit = _model_targets(state.y, state.mask, opt.maximize, flat.n_params)
+    z, unit = model_targets(state.y, state.mask, opt.maximize, flat.n_params)
     kernel = _model_kernel(opt, flat)
     post = gp.fit(kernel, _gp_params(state), _unit_inputs(flat, state), z, state.mask, opt.jitter)
     mean, std = gp.predict(kernel, post, flat.to_unit(X))
-    y_best = _incumbent(post, z, opt.jitter) / unit
+    y_best = incumbent(post, z, opt.jitter) / unit
     return mean / unit, std / unit, opt.acquisition(mean / unit, std / unit, y_best)
-
-
-def _incumbent(post: gp.Posterior, z, jitter) -> Array:
-    """The best value the model believes was observed: the largest posterior mean at the
-    observed points (`-inf` when there are none).
-
-    It is the best result itself when the model interpolates the results. When the fit
-    explains part of them as noise (a rugged objective such as Ackley's), the best result
-    is partly luck that no point can be expected to beat; measured against it, EI and PI
-    only see improvement where the model is most uncertain, in the corners of the cube
-    (benchmarks/RESULTS.md, "The incumbent the acquisitions measure against").
-    """
-    return jnp.max(jnp.where(post.mask, gp.fitted_mean(post, z, jitter), -jnp.inf))
-
-
-def _candidates(key, x_best, n: int, d: int) -> Array:
-    """Uniform points plus a quarter of points scattered around the incumbent.
-
-    The local points are Gaussian around the incumbent with a standard deviation
-    log-uniform in [1e-3, 0.2] (fine exploitation to a wide neighbourhood). All of it
-    comes from one uniform draw (normals by the inverse CDF): every random-number call
-    compiles its own generator, which dominated the compile time.
-    """
-    n_local = n // 4
-    u = jax.random.uniform(key, (n, d + 1), x_best.dtype)
-    uniform, local, r = u[: n - n_local, :d], u[n - n_local :, :d], u[n - n_local :, d:]
-    radius = jnp.exp(math.log(1e-3) + r * (math.log(0.2) - math.log(1e-3)))
-    eps = jnp.finfo(x_best.dtype).eps
-    local = x_best[None, :] + radius * ndtri(jnp.clip(local, eps, 1.0 - eps))
-    return jnp.concatenate([uniform, jnp.clip(local, 0.0, 1.0)])
-
-
-def _restart_indices(scores, r: int) -> Array:
-    """Best `r` candidates to refine, half of them from the uniform part.
-
-    The near-incumbent candidates usually score best, so a plain top-`r` would refine
-    only around the incumbent and miss a better basin that a uniform candidate found.
-    """
-    n = scores.shape[0]
-    n_uniform = n - n // 4
-    r_uniform = (r + 1) // 2
-    if r < 2 or r_uniform > n_uniform or r - r_uniform > n - n_uniform:
-        return jax.lax.top_k(scores, r)[1]
-    top_u = jax.lax.top_k(scores[:n_uniform], r_uniform)[1]
-    top_l = jax.lax.top_k(scores[n_uniform:], r - r_uniform)[1] + n_uniform
-    return jnp.concatenate([top_u, top_l])
 
 
 @eqx.filter_jit
@@ -582,71 +449,7 @@ def _suggest(opt: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArray)
     n_obs = jnp.sum(state.mask)
     n_finite = jnp.sum(state.mask & jnp.isfinite(state.y))
     use_gp = (n_obs >= opt.n_warmup * opt.n_parallel) & (n_finite >= 1)
-    return flat.from_unit(_gp_batch(opt, state, flat, key, use_gp))
-
-
-def _gp_batch(opt: BayesianSearch, state: BayesianSearchState, flat: FlatSpace, key, use_gp) -> Array:
-    """Kriging Believer: pick, hallucinate, refit, `n_parallel` times, as one scan.
-
-    While `use_gp` is false (warm-up, or no finite result yet) each pick is the first
-    of its uniformly random candidates instead: one code path, compiled once.
-    """
-    n_max, d, P = state.X.shape[0], flat.n_params, opt.n_parallel
-    params = _gp_params(state)
-    kernel = _model_kernel(opt, flat)
-    U = _unit_inputs(flat, state)
-    z, unit = _model_targets(state.y, state.mask, opt.maximize, flat.n_params)
-    i_best = jnp.argmax(jnp.where(state.mask, z, -jnp.inf))
-    x_best = U[i_best]
-    snaps = bool(flat.integer.any())
-
-    def snap(x):
-        # Integer and discrete columns go to their cell centres, so scores are honest.
-        return flat.to_unit(flat.from_unit(x)) if snaps else x
-
-    def body(carry, inputs):
-        X, y, m = carry
-        j, k = inputs
-        k_cand, k_hall = jax.random.split(k)
-        post = gp.fit(kernel, params, X, y, m, opt.jitter)
-        # The believer takes its pseudo-observations for real: a hallucinated value
-        # above the best becomes the incumbent the next picks must beat.
-        y_best = _incumbent(post, y, opt.jitter)
-
-        def score(Xq):
-            mean, std = gp.predict(kernel, post, Xq)
-            s = opt.acquisition.score(mean / unit, std / unit, y_best / unit)
-            return jnp.where(jnp.isnan(s), -jnp.inf, s)
-
-        def penalised(Xq):
-            s = score(Xq)
-            if snaps:  # a snapped point may coincide with one already taken
-                same = jnp.all(Xq[:, None, :] == X[None, :, :], axis=-1) & m[None, :]
-                s = jnp.where(jnp.any(same, axis=1), -jnp.inf, s)
-            return s
-
-        cands = snap(_candidates(k_cand, x_best, opt.n_candidates, d))
-        s_c = penalised(cands)
-        if opt.n_restarts > 0 and opt.n_lbfgs_steps > 0:
-            starts = cands[_restart_indices(s_c, opt.n_restarts)]
-            refined, s_r = gp.maximize_acquisition(score, starts, opt.n_lbfgs_steps)
-            if snaps:  # snapping moves the point: score it where it will be evaluated
-                refined = snap(refined)
-                s_r = penalised(refined)
-            cands = jnp.concatenate([cands, refined])
-            s_c = jnp.concatenate([s_c, jnp.where(jnp.isnan(s_r), -jnp.inf, s_r)])
-        x = jnp.where(use_gp, cands[jnp.argmax(s_c)], cands[0])
-        mean, std = gp.predict(kernel, post, x[None, :])
-        # A scalar; hallucinations written for hyperoptax 0.2.0 return shape (1,).
-        h = unit * jnp.reshape(opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit), ())
-        slot = n_max + j
-        return (X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x
-
-    f = U.dtype
-    carry = (
-        jnp.concatenate([U, jnp.zeros((P, d), f)]),
-        jnp.concatenate([z, jnp.zeros((P,), f)]),
-        jnp.concatenate([state.mask, jnp.zeros((P,), bool)]),
-    )
-    _, xs = jax.lax.scan(body, carry, (jnp.arange(P), jax.random.split(key, P)))
-    return xs
+    z, unit = model_targets(state.y, state.mask, opt.maximize, flat.n_params)
+    batch = believer_batch(opt, flat, _model_kernel(opt, flat), _gp_params(state), _unit_inputs(flat, state),
+                           z, unit, state.mask, key, use_gp)
+    return flat.from_unit(batch)

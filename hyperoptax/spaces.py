@@ -518,6 +518,35 @@ class FlatSpace:
     def sample_unit(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
         return jax.random.uniform(key, (n, self.n_params), dtype=_float_dtype())
 
+    # -- batches of configurations: a params pytree or a raw `(n, d)` matrix ----------
+
+    def check_batch(self, params, n: int, owner: str) -> None:
+        """Raise a `ValueError` (naming `owner`) unless `params` is a batch of `n`
+        configurations: a pytree with one `(n,)` leaf per column, or an `(n, d)` array."""
+        expected = (f"a params pytree with {self.n_params} leaves of shape ({n},) "
+                    f"or an array of shape ({n}, {self.n_params})")
+        if is_matrix(params):
+            if params.shape != (n, self.n_params):
+                raise ValueError(f"{owner}: `params` must be {expected}; got an array of shape {params.shape}.")
+            return
+        shapes = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(params)]
+        if len(shapes) != self.n_params or any(s != (n,) for s in shapes):
+            raise ValueError(f"{owner}: `params` must be {expected}; got leaves of shapes {shapes}.")
+
+    @staticmethod
+    def batch_size(params) -> int:
+        """The number of configurations in a params pytree or matrix (0 if it cannot be told)."""
+        if is_matrix(params):
+            return params.shape[0]
+        shapes = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(params)]
+        return shapes[0][0] if shapes and len(shapes[0]) == 1 else 0
+
+    def as_matrix(self, params) -> Float[Array, "n d"]:
+        """A checked batch (pytree or raw matrix) as an `(n, d)` float matrix; traceable."""
+        if is_matrix(params):
+            return jnp.asarray(params, _float_dtype())
+        return self.flatten(params)
+
     # -- pytrees ----------------------------------------------------------------------
 
     def flatten(self, params: PyTree) -> Float[Array, "n d"]:
@@ -543,6 +572,11 @@ class FlatSpace:
         cols = jnp.split(x, self.n_params, axis=-1)
         leaves = [c[..., 0].astype(dt) for c, dt in zip(cols, self.dtypes)]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def is_matrix(params: Any) -> bool:
+    """Whether a batch of configurations is a raw `(n, d)` array rather than a pytree."""
+    return isinstance(params, jax.Array | np.ndarray) and np.ndim(params) == 2
 
 
 def _is_space(x: Any) -> bool:

@@ -254,12 +254,12 @@ def test_optimistic_hallucination_becomes_the_incumbent(branin_opt):
 def test_acquisitions_measure_against_the_best_the_model_believes(branin_opt):
     # With a noisy fit the best result is partly luck: EI is measured against the largest
     # posterior mean at the observed points, not against the best result itself.
-    from hyperoptax.bayesian import _model_targets
+    from hyperoptax._targets import model_targets
 
     state, opt = branin_opt
     state, _ = opt.optimize(state, KEY, branin, 3)
     X = state.X[state.mask]
-    z, unit = _model_targets(state.y, state.mask, False, 2)
+    z, unit = model_targets(state.y, state.mask, False, 2)
     best_result = jnp.max(jnp.where(state.mask, z, -jnp.inf)) / unit
     ei = hx.EI(xi=0.0)
     o = eqx.tree_at(lambda o: o.acquisition, opt, ei)
@@ -343,11 +343,11 @@ def test_float64_search_runs_in_float64(tmp_path):
         assert float(jnp.max(jnp.abs(mean - y))) < 1e-8, mean - y
         # The output warp is as strong as the precision needs: -log1p(gap / (c * median
         # gap)), standardised, with c = 2 in float32 and a gentler c = 10 in float64.
-        from hyperoptax.bayesian import _model_targets
+        from hyperoptax._targets import model_targets
         r = jnp.array([1.0, 2.0, 4.0, 8.0, 100.0, 0.0])
         m = jnp.array([True] * 5 + [False])
         for dtype, c in ((jnp.float64, 10.0), (jnp.float32, 2.0)):
-            z, _ = _model_targets(r.astype(dtype), m, False, 2)
+            z, _ = model_targets(r.astype(dtype), m, False, 2)
             assert z.dtype == dtype
             g = -jnp.log1p((r[:5] - 1.0) / (c * 3.0))  # gaps 0, 1, 3, 7, 99: median 3
             expected = (g - g.mean()) / g.std()
@@ -364,21 +364,21 @@ def test_float64_search_runs_in_float64(tmp_path):
 
 
 def test_pi_margin_is_a_fraction_of_the_observed_range_per_parameter():
-    from hyperoptax.bayesian import _model_targets
+    from hyperoptax._targets import model_targets
 
     y = jnp.array([10.0, 10.0 - 1e-3, 7.0, 4.0, 0.0, 0.0])
     mask = jnp.array([True] * 5 + [False])
-    z, unit = _model_targets(y, mask, True, 3)
+    z, unit = model_targets(y, mask, True, 3)
     # Near the best, one unit of the acquisitions' scale is worth the observed range (10)
     # once per parameter (3 here).
     slope = (z[0] - z[1]) / 1e-3
     np.testing.assert_allclose(unit, slope * 10.0 * 3, rtol=1e-2)
     # The model's targets do not depend on the number of parameters.
-    z1, unit1 = _model_targets(y, mask, True, 1)
+    z1, unit1 = model_targets(y, mask, True, 1)
     np.testing.assert_allclose(z1, z)
     np.testing.assert_allclose(unit1 * 3, unit, rtol=1e-6)
     # Changing the objective's units or offset changes nothing the model sees.
-    z2, unit2 = _model_targets(1e3 * y - 5.0, mask, True, 3)
+    z2, unit2 = model_targets(1e3 * y - 5.0, mask, True, 3)
     np.testing.assert_allclose(z2, z, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(unit2, unit, rtol=1e-4)
 
@@ -409,14 +409,14 @@ def test_default_iterations_inside_jit_and_vmap(branin_opt):
 
 
 def test_restarts_come_from_uniform_and_local_candidates():
-    from hyperoptax.bayesian import _restart_indices
+    from hyperoptax._suggest import restart_indices
 
     # 12 candidates: 9 uniform, then 3 near the incumbent, which score best.
     scores = jnp.array([0.0, 5.0, 1.0, 0.5, 4.0, 0.0, 0.0, 0.0, 0.0, 9.0, 8.0, 7.0])
-    assert sorted(np.asarray(_restart_indices(scores, 4)).tolist()) == [1, 4, 9, 10]
+    assert sorted(np.asarray(restart_indices(scores, 4)).tolist()) == [1, 4, 9, 10]
     # Odd counts favour the uniform part; a single restart is simply the best.
-    assert sorted(np.asarray(_restart_indices(scores, 3)).tolist()) == [1, 4, 9]
-    assert np.asarray(_restart_indices(scores, 1)).tolist() == [9]
+    assert sorted(np.asarray(restart_indices(scores, 3)).tolist()) == [1, 4, 9]
+    assert np.asarray(restart_indices(scores, 1)).tolist() == [9]
 
 
 @pytest.mark.parametrize("x64", [False, True])

@@ -1,0 +1,163 @@
+"""The suggestion engine of `BayesianSearch`: candidates, acquisition maximisation and
+Kriging Believer batches.
+
+Everything here works on the unit cube and on the model's targets (`_targets.py`); the
+optimizer's settings (`acquisition`, `hallucination`, `n_candidates`, `n_restarts`,
+`n_lbfgs_steps`, `n_parallel`, `jitter`) are read from the `BayesianSearch` passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import ndtri
+from jaxtyping import Array
+
+from . import gp
+from .kernels import BaseKernel
+from .spaces import FlatSpace
+
+if TYPE_CHECKING:
+    from .bayesian import BayesianSearch
+
+__all__ = ["incumbent", "candidates", "restart_indices", "believer_batch"]
+
+# One candidate in `LOCAL_EVERY` is scattered around the incumbent, the others are
+# uniform; `candidates` and `restart_indices` must agree on it.
+LOCAL_EVERY = 4
+# Standard deviations of the local candidates: log-uniform between these.
+_LOCAL_RADII = (1e-3, 0.2)
+
+
+def _n_local(n: int) -> int:
+    return n // LOCAL_EVERY
+
+
+def incumbent(post: gp.Posterior, z, jitter) -> Array:
+    """The best value the model believes was observed: the largest posterior mean at the
+    observed points (`-inf` when there are none).
+
+    It is the best result itself when the model interpolates the results. When the fit
+    explains part of them as noise (a rugged objective such as Ackley's), the best result
+    is partly luck that no point can be expected to beat; measured against it, EI and PI
+    only see improvement where the model is most uncertain, in the corners of the cube
+    (benchmarks/RESULTS.md, "The incumbent the acquisitions measure against").
+    """
+    return jnp.max(jnp.where(post.mask, gp.fitted_mean(post, z, jitter), -jnp.inf))
+
+
+def candidates(key, x_best, n: int, d: int) -> Array:
+    """`n` points: uniform ones, then one in `LOCAL_EVERY` scattered around the incumbent.
+
+    The local points are Gaussian around the incumbent with a standard deviation
+    log-uniform in `_LOCAL_RADII` (fine exploitation to a wide neighbourhood). All of it
+    comes from one uniform draw (normals by the inverse CDF), because every
+    random-number call compiles its own generator.
+    """
+    n_local = _n_local(n)
+    u = jax.random.uniform(key, (n, d + 1), x_best.dtype)
+    uniform, local, r = u[: n - n_local, :d], u[n - n_local :, :d], u[n - n_local :, d:]
+    low, high = (math.log(v) for v in _LOCAL_RADII)
+    radius = jnp.exp(low + r * (high - low))
+    eps = jnp.finfo(x_best.dtype).eps
+    local = x_best[None, :] + radius * ndtri(jnp.clip(local, eps, 1.0 - eps))
+    return jnp.concatenate([uniform, jnp.clip(local, 0.0, 1.0)])
+
+
+def restart_indices(scores, r: int) -> Array:
+    """The best `r` of `candidates`' points to refine, half of them from the uniform part.
+
+    The near-incumbent candidates usually score best, so a plain top-`r` would refine
+    only around the incumbent and miss a better basin that a uniform candidate found.
+    """
+    n = scores.shape[0]
+    n_uniform = n - _n_local(n)
+    r_uniform = (r + 1) // 2
+    if r < 2 or r_uniform > n_uniform or r - r_uniform > n - n_uniform:
+        return jax.lax.top_k(scores, r)[1]
+    top_u = jax.lax.top_k(scores[:n_uniform], r_uniform)[1]
+    top_l = jax.lax.top_k(scores[n_uniform:], r - r_uniform)[1] + n_uniform
+    return jnp.concatenate([top_u, top_l])
+
+
+def _snap(flat: FlatSpace, x):
+    """Integer and discrete columns to their cell centres, so that scores are honest."""
+    return flat.to_unit(flat.from_unit(x)) if flat.integer.any() else x
+
+
+def _score(opt: BayesianSearch, kernel: BaseKernel, post: gp.Posterior, unit, y_best, Xq):
+    """The acquisition's score at `Xq` (`-inf` where it is NaN)."""
+    mean, std = gp.predict(kernel, post, Xq)
+    s = opt.acquisition.score(mean / unit, std / unit, y_best / unit)
+    return jnp.where(jnp.isnan(s), -jnp.inf, s)
+
+
+def _penalised(flat: FlatSpace, scores, Xq, X, m):
+    """`scores`, with `-inf` where a snapped point coincides with one already taken."""
+    if not flat.integer.any():
+        return scores
+    same = jnp.all(Xq[:, None, :] == X[None, :, :], axis=-1) & m[None, :]
+    return jnp.where(jnp.any(same, axis=1), -jnp.inf, scores)
+
+
+def _pick(opt: BayesianSearch, flat: FlatSpace, kernel, post, unit, y_best, X, m, x_best, key, use_gp):
+    """One point: the best of the candidates and of their L-BFGS refinements.
+
+    While `use_gp` is false it is the first (uniformly random) candidate instead.
+    """
+    def score(Xq):
+        return _score(opt, kernel, post, unit, y_best, Xq)
+
+    cands = _snap(flat, candidates(key, x_best, opt.n_candidates, flat.n_params))
+    s_c = _penalised(flat, score(cands), cands, X, m)
+    if opt.n_restarts > 0 and opt.n_lbfgs_steps > 0:
+        starts = cands[restart_indices(s_c, opt.n_restarts)]
+        refined, s_r = gp.maximize_acquisition(score, starts, opt.n_lbfgs_steps)
+        if flat.integer.any():  # snapping moves the point: score it where it will be evaluated
+            refined = _snap(flat, refined)
+            s_r = _penalised(flat, score(refined), refined, X, m)
+        cands = jnp.concatenate([cands, refined])
+        s_c = jnp.concatenate([s_c, jnp.where(jnp.isnan(s_r), -jnp.inf, s_r)])
+    return jnp.where(use_gp, cands[jnp.argmax(s_c)], cands[0])
+
+
+def believer_batch(
+    opt: BayesianSearch, flat: FlatSpace, kernel: BaseKernel, params: gp.GPParams,
+    U, z, unit, mask, key, use_gp,
+) -> Array:
+    """Kriging Believer: pick, hallucinate, refit, `n_parallel` times, as one scan.
+
+    `U` are the observed points on the unit cube, `z` and `unit` the model's targets
+    and scale (`_targets.model_targets`). Returns the batch on the unit cube,
+    `(n_parallel, n_params)`. While `use_gp` is false (warm-up, or no finite result
+    yet) each pick is uniformly random instead: one code path, compiled once.
+    """
+    n_max, d, P = U.shape[0], flat.n_params, opt.n_parallel
+    x_best = U[jnp.argmax(jnp.where(mask, z, -jnp.inf))]
+
+    def body(carry, inputs):
+        X, y, m = carry
+        j, k = inputs
+        k_cand, k_hall = jax.random.split(k)
+        post = gp.fit(kernel, params, X, y, m, opt.jitter)
+        # The believer takes its pseudo-observations for real: a hallucinated value
+        # above the best becomes the incumbent the next picks must beat.
+        y_best = incumbent(post, y, opt.jitter)
+        x = _pick(opt, flat, kernel, post, unit, y_best, X, m, x_best, k_cand, use_gp)
+        mean, std = gp.predict(kernel, post, x[None, :])
+        # A scalar; hallucinations written for hyperoptax 0.2.0 return shape (1,).
+        h = unit * jnp.reshape(opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit), ())
+        slot = n_max + j
+        return (X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x
+
+    dtype = U.dtype
+    carry = (
+        jnp.concatenate([U, jnp.zeros((P, d), dtype)]),
+        jnp.concatenate([z, jnp.zeros((P,), dtype)]),
+        jnp.concatenate([mask, jnp.zeros((P,), bool)]),
+    )
+    _, xs = jax.lax.scan(body, carry, (jnp.arange(P), jax.random.split(key, P)))
+    return xs
