@@ -91,6 +91,11 @@ def test_optimize_and_scan_agree(random_opt):
     _, (ph, rh) = opt.optimize(state, KEY, mixed_objective, 3)
     _, (ps, rs) = opt.optimize_scan(state, KEY, mixed_objective, 3)
     np.testing.assert_allclose(np.stack(rh), rs, rtol=1e-5)
+    # The same configurations, iteration by iteration, not only the same results.
+    stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *ph)
+    for a, b in zip(jax.tree_util.tree_leaves(stacked), jax.tree_util.tree_leaves(ps), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def test_wrong_types_and_shapes_name_the_argument():

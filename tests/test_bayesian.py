@@ -118,11 +118,25 @@ def test_update_rejects_wrong_shapes(branin_opt):
         opt.update_state(state, KEY, jnp.zeros(4), jnp.zeros((3, 2)))
 
 
-def test_hparam_fit_moves_length_scales(branin_opt):
+def test_hparam_fit_improves_the_posterior_density(branin_opt):
+    from hyperoptax import bayesian, gp
+    from hyperoptax._targets import model_targets
+    from hyperoptax.spaces import flatten_space
+
     state, opt = branin_opt
-    state, _ = opt.optimize(state, KEY, branin, 2)
-    assert not np.allclose(state.log_length_scale, 0.0)
-    assert bool(jnp.all(jnp.isfinite(state.log_length_scale)))
+    fitted, _ = opt.optimize(state, KEY, branin, 2)
+    flat = flatten_space(fitted.space)
+    z, _ = model_targets(fitted.y, fitted.mask, opt.maximize)
+    U = bayesian._unit_inputs(flat, fitted)
+
+    def density(s):
+        return float(gp.neg_log_posterior(bayesian._model_kernel(opt, flat), bayesian._gp_params(s),
+                                          U, z, fitted.mask, opt.jitter))
+
+    # The fitted hyperparameters explain the data better than the ones the search started with.
+    start = eqx.tree_at(lambda s: (s.X, s.y, s.mask), state, (fitted.X, fitted.y, fitted.mask))
+    assert density(fitted) < density(start) - 1e-3, (density(fitted), density(start))
+    assert bool(jnp.all(jnp.isfinite(fitted.log_length_scale)))
 
 
 def test_default_iterations_fill_the_buffer(branin_opt):
@@ -341,17 +355,23 @@ def test_float64_search_runs_in_float64(tmp_path):
         post = gp.fit(hx.Matern(nu=2.5), p, X, y, jnp.ones(12, bool), 1e-6)
         mean, _ = gp.predict(hx.Matern(nu=2.5), post, X)
         assert float(jnp.max(jnp.abs(mean - y))) < 1e-8, mean - y
-        # The output warp is as strong as the precision needs: -log1p(gap / (c * median
-        # gap)), standardised, with c = 2 in float32 and a gentler c = 10 in float64.
+        # The output warp's properties in both precisions: it keeps the order of the
+        # results (the best has the largest target), ignores their units and offset,
+        # standardises, and is gentler in float64 (closer to linear in the results).
         from hyperoptax._targets import model_targets
         r = jnp.array([1.0, 2.0, 4.0, 8.0, 100.0, 0.0])
         m = jnp.array([True] * 5 + [False])
-        for dtype, c in ((jnp.float64, 10.0), (jnp.float32, 2.0)):
+        linearity = {}
+        for dtype in (jnp.float64, jnp.float32):
             z, _ = model_targets(r.astype(dtype), m, False, 2)
             assert z.dtype == dtype
-            g = -jnp.log1p((r[:5] - 1.0) / (c * 3.0))  # gaps 0, 1, 3, 7, 99: median 3
-            expected = (g - g.mean()) / g.std()
-            assert bool(jnp.allclose(z[:5], expected, atol=1e-5)), (dtype, z, expected)
+            assert bool(jnp.all(jnp.diff(z[:5]) < 0)), z  # minimising: smaller is better
+            z2, _ = model_targets((3.0 * r + 7.0).astype(dtype), m, False, 2)
+            assert bool(jnp.allclose(z2[:5], z[:5], atol=1e-5)), (z, z2)
+            assert abs(float(z[:5].mean())) < 1e-5 and abs(float(z[:5].std()) - 1.0) < 1e-5
+            assert float(z[5]) == 0.0  # an empty slot stays out of the model
+            linearity[dtype] = float(jnp.corrcoef(z[:5], -r[:5].astype(dtype))[0, 1])
+        assert linearity[jnp.float64] > linearity[jnp.float32], linearity
         print("ok")
         """
     )
