@@ -230,32 +230,31 @@ def neg_log_marginal_likelihood(
     )
 
 
-# The length-scale prior: `strength * cosh(2 log l)` per parameter, that is
-# `strength / 2 * (l^2 + 1 / l^2)`. Flat around the unit cube's side (l = 1), it rises
-# exponentially on both sides, so that a length scale far longer than the cube costs
-# more the further it goes: 7 nats at l = 8, 40 at l = 20. A parameter is written off as
-# irrelevant only when the data keep showing that it does nothing. A log-normal prior
-# (quadratic in log l) let a relevant parameter drift to l = 8 early in a search, where
-# the search stopped varying it and the data never contradicted the fit again
-# (benchmarks/RESULTS.md, "The length-scale prior").
-_LS_PRIOR_STRENGTH = 0.2
-_PRIOR_LOG_NOISE = math.log(1e-4)
+def _prior_median_log_length_scale(d: int) -> float:
+    # Length scales: log-normal prior with median 0.6 * sqrt(d) on the unit cube, growing
+    # with sqrt(d) so the model stays usable in many dimensions, yet short enough that a
+    # boundary slope is not mistaken for a global trend.
+    return -0.5 + 0.5 * math.log(d)
 
 
 def prior_mode(d: int, dtype) -> GPParams:
     """Where the hyperparameter prior is centred: the fit's fresh start."""
     return GPParams(
-        jnp.zeros((d,), dtype),
+        jnp.full((d,), _prior_median_log_length_scale(d), dtype),
         jnp.zeros((), dtype),
         jnp.asarray(_PRIOR_LOG_NOISE, dtype),
     )
 
 
+_PRIOR_LOG_NOISE = math.log(1e-4)
+
+
 def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
-    # Length scales as above; output scale near 1 (log-normal); noise pulled towards small.
-    log_ls = params.log_length_scale
-    half = 0.5 * _LS_PRIOR_STRENGTH
-    ls = jnp.sum(half * jnp.exp(2 * log_ls) + half * jnp.exp(-2 * log_ls))
+    # Length scales log-normal around `prior_mode` (sigma 1); output scale near 1; noise
+    # pulled towards small.
+    d = params.log_length_scale.shape[0]
+    mu, sigma = _prior_median_log_length_scale(d), 1.0
+    ls = 0.5 * jnp.sum(((params.log_length_scale - mu) / sigma) ** 2)
     out = 0.5 * (params.log_output_scale / 1.0) ** 2
     noise = 0.5 * ((params.log_noise - _PRIOR_LOG_NOISE) / 3.0) ** 2
     return ls + out + noise
