@@ -228,7 +228,10 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         While fewer than `n_warmup * n_parallel` results are recorded, candidates are
         uniformly random. Afterwards the GP posterior is used to maximise the
         acquisition function, with Kriging Believer hallucination for the parallel
-        slots. Each leaf of the returned pytree has shape `(n_parallel,)`.
+        slots. Each leaf of the returned pytree has shape `(n_parallel,)`. `params` and
+        `results` (the previous batch) are unused: the state already holds every
+        recorded result; they are in the signature the API reference gives every
+        optimizer.
         """
         # The compiled step returns one raw matrix; the pytree is built outside it.
         return flatten_space(state.space).unflatten(_suggest(self, state, key))

@@ -149,7 +149,9 @@ class GridSearch(Optimizer[GridSearchState]):
         """Return the next `n_parallel` combinations; each leaf has shape `(n_parallel,)`.
 
         Raises `ValueError` in eager use once the grid is exhausted. Under tracing (for
-        example inside `optimize_scan`) the traversal wraps around instead.
+        example inside `optimize_scan`) the traversal wraps around instead. `key`,
+        `params` and `results` are unused (they are in the signature the API reference
+        gives every optimizer).
         """
         if not isinstance(state.grid_idx, jax.core.Tracer):
             if int(state.grid_idx) + self.n_parallel > state.grid.shape[0]:
@@ -167,7 +169,11 @@ class GridSearch(Optimizer[GridSearchState]):
         results: Results | None = None,
         params: Any = None,
     ) -> GridSearchState:
-        """Advance the grid index by `n_parallel`."""
+        """Advance the grid index by `n_parallel`.
+
+        `results` is checked for its shape when given; `key` and `params` are unused
+        (they are in the signature the API reference gives every optimizer).
+        """
         if results is not None:
             as_results(results, self.n_parallel, type(self).__name__)
         return eqx.tree_at(lambda s: s.grid_idx, state, state.grid_idx + self.n_parallel)

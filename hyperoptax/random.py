@@ -30,14 +30,22 @@ class RandomSearch(Optimizer[OptimizerState]):
     def get_next_params(
         self, state: OptimizerState, key: PRNGKeyArray, params: Any = None, results: Any = None
     ) -> PyTree:
-        """Sample `n_parallel` independent configurations; each leaf has shape `(n_parallel,)`."""
+        """Sample `n_parallel` independent configurations; each leaf has shape `(n_parallel,)`.
+
+        `params` and `results` (the previous batch) are unused: they are in the signature
+        the API reference gives every optimizer.
+        """
         return _sample(self, state, key)
 
     @typecheck
     def update_state(
         self, state: OptimizerState, key: PRNGKeyArray | None, results: Results, params: Any = None
     ) -> OptimizerState:
-        """RandomSearch is memoryless: the state is returned unchanged."""
+        """RandomSearch is memoryless: the state is returned unchanged.
+
+        `results` is checked for its shape; `key` and `params` are unused (they are in
+        the signature the API reference gives every optimizer).
+        """
         as_results(results, self.n_parallel, type(self).__name__)
         return state
 
