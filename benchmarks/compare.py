@@ -32,15 +32,21 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hyperoptax as hx  # noqa: E402
 from problems import PROBLEMS  # noqa: E402
+
+import hyperoptax as hx  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "runs.jsonl"
 
 # The settings the docs recommend, `hx.recommended()`, read for the precision of the run
 # (after --x64 is applied). The float64 recommendation of the earlier tables, by name:
-RECOMMENDED_X64 = dict(kernel=hx.Matern(nu=2.5), acquisition=hx.UCB(kappa=1.0), n_restarts=8,
-                       n_lbfgs_steps=30, n_warmup=10)
+RECOMMENDED_X64 = dict(
+    kernel=hx.Matern(nu=2.5),
+    acquisition=hx.UCB(kappa=1.0),
+    n_restarts=8,
+    n_lbfgs_steps=30,
+    n_warmup=10,
+)
 HX_CONFIGS = {
     "hx-defaults": dict(),
     "hx-defaults-p1": dict(n_parallel=1),
@@ -73,8 +79,10 @@ def _evaluator(f):
     key = jax.random.PRNGKey(0)
 
     def evaluate(p):
-        args = {k: jnp.asarray(v, jnp.int32 if isinstance(v, int | np.integer) else jnp.float32)
-                for k, v in p.items()}
+        args = {
+            k: jnp.asarray(v, jnp.int32 if isinstance(v, int | np.integer) else jnp.float32)
+            for k, v in p.items()
+        }
         return float(fj(key, args))
 
     return evaluate
@@ -94,8 +102,11 @@ def run_peer(peer, problem, seed, budget):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = (optuna.samplers.TPESampler(seed=seed) if peer == "optuna-tpe"
-                   else optuna.samplers.GPSampler(seed=seed))
+        sampler = (
+            optuna.samplers.TPESampler(seed=seed)
+            if peer == "optuna-tpe"
+            else optuna.samplers.GPSampler(seed=seed)
+        )
 
         def objective(trial):
             p = {}
@@ -106,16 +117,24 @@ def run_peer(peer, problem, seed, budget):
                     p[name] = trial.suggest_float(name, lo, hi, log=log)
             return record(p)
 
-        optuna.create_study(sampler=sampler, direction="minimize").optimize(objective, n_trials=budget)
+        optuna.create_study(sampler=sampler, direction="minimize").optimize(
+            objective, n_trials=budget
+        )
     elif peer == "skopt":
         import skopt
         from skopt.space import Integer, Real
 
-        dims = [(Integer if integer else Real)(lo, hi, prior="log-uniform" if log else "uniform", name=name)
-                for name, lo, hi, log, integer in specs]
+        dims = [
+            (Integer if integer else Real)(
+                lo, hi, prior="log-uniform" if log else "uniform", name=name
+            )
+            for name, lo, hi, log, integer in specs
+        ]
 
         def objective(x):
-            return record({s[0]: (int(v) if s[4] else float(v)) for s, v in zip(specs, x)})
+            return record(
+                {s[0]: (int(v) if s[4] else float(v)) for s, v in zip(specs, x, strict=True)}
+            )
 
         skopt.gp_minimize(objective, dims, n_calls=budget, random_state=seed)
     elif peer == "bayes_opt":
@@ -141,8 +160,9 @@ def run_peer(peer, problem, seed, budget):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            opt = BayesianOptimization(objective, pbounds, random_state=seed, verbose=0,
-                                       allow_duplicate_points=True)
+            opt = BayesianOptimization(
+                objective, pbounds, random_state=seed, verbose=0, allow_duplicate_points=True
+            )
             opt.maximize(init_points=5, n_iter=budget - 5)
     else:
         raise ValueError(f"unknown peer {peer!r}")
@@ -183,15 +203,23 @@ def _done(out):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="2 seeds, budget 12")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS))
     ap.add_argument("--contestants", nargs="*", default=CONTESTANTS)
     ap.add_argument("--x64", action="store_true", help="hyperoptax in float64")
-    ap.add_argument("--define", nargs=2, action="append", default=[], metavar=("NAME", "KWARGS"),
-                    help='an extra hyperoptax contestant, e.g. --define ucb1 '
-                         '"dict(n_parallel=1, kernel=hx.Matern(nu=1.5), acquisition=hx.UCB(kappa=1.0))"')
+    ap.add_argument(
+        "--define",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "KWARGS"),
+        help="an extra hyperoptax contestant, e.g. --define ucb1 "
+        '"dict(n_parallel=1, kernel=hx.Matern(nu=1.5), acquisition=hx.UCB(kappa=1.0))"',
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     for name, kwargs in args.define:
@@ -210,11 +238,21 @@ def main():
                 if (c, problem, s, budget, dtype) in done:
                     continue
                 curve, wall = run(c, problem, s, budget)
-                row = dict(contestant=c, problem=problem, seed=s, budget=budget, dtype=dtype,
-                           best=[float(v) for v in curve], wall=wall)
+                row = dict(
+                    contestant=c,
+                    problem=problem,
+                    seed=s,
+                    budget=budget,
+                    dtype=dtype,
+                    best=[float(v) for v in curve],
+                    wall=wall,
+                )
                 with args.out.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
-                print(f"{problem:12s} {c:18s} seed {s}: best {curve[-1]:.4g} ({wall:.1f} s)", flush=True)
+                print(
+                    f"{problem:12s} {c:18s} seed {s}: best {curve[-1]:.4g} ({wall:.1f} s)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Tables and regret-curve plots from the runs compare.py wrote to `benchmarks/out/`.
 
-    python benchmarks/report.py                  # markdown tables on stdout, PNGs in benchmarks/plots/
-    python benchmarks/report.py --no-plots
+python benchmarks/report.py                  # markdown tables on stdout, PNGs in benchmarks/plots/
+python benchmarks/report.py --no-plots
 """
 
 from __future__ import annotations
@@ -64,11 +64,16 @@ def cell(rows, problem):
 
 def table(runs, dtype="float32", contestants=None):
     problems = [p for p in PROBLEMS if any(k[0] == p and k[2] == dtype for k in runs)]
-    names = [c for c in (contestants or _names(runs)) if any(k[1] == c and k[2] == dtype for k in runs)]
+    names = [
+        c for c in (contestants or _names(runs)) if any(k[1] == c and k[2] == dtype for k in runs)
+    ]
     lines = [f"| problem (evals) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
     for p in problems:
         cells = [cell(runs[(p, c, dtype)], p) if (p, c, dtype) in runs else "—" for c in names]
-        lines.append(f"| {p} ({len(runs[next(k for k in runs if k[0] == p)][0]['best'])}) | {' | '.join(cells)} |")
+        lines.append(
+            f"| {p} ({len(runs[next(k for k in runs if k[0] == p)][0]['best'])}) | "
+            f"{' | '.join(cells)} |"
+        )
     return "\n".join(lines)
 
 
@@ -104,15 +109,23 @@ def plot(runs, dtype="float32"):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=Path, nargs="*", default=sorted(OUT.parent.glob("*.jsonl")),
-                    help="JSON-lines files from compare.py (default: benchmarks/out/*.jsonl)")
+    ap.add_argument(
+        "--runs",
+        type=Path,
+        nargs="*",
+        default=sorted(OUT.parent.glob("*.jsonl")),
+        help="JSON-lines files from compare.py (default: benchmarks/out/*.jsonl)",
+    )
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--quick", action="store_true", help="report the runs of `compare.py --quick`")
     args = ap.parse_args()
     runs = load(args.runs, args.quick)
     for dtype in ("float32", "float64"):
         if any(k[2] == dtype for k in runs):
-            print(f"\n### {dtype}: median final regret [25th, 75th percentile] (median wall s per run, seeds)\n")
+            print(
+                f"\n### {dtype}: median final regret [25th, 75th percentile] "
+                f"(median wall s per run, seeds)\n"
+            )
             print(table(runs, dtype))
             if not args.no_plots:
                 plot(runs, dtype)

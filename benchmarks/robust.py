@@ -9,7 +9,9 @@
 Every run appends one JSON line to `benchmarks/out/robust.jsonl` (or `--out`): the
 contestant, problem, seed, budget, the best observed value after each evaluation, the
 *true* value of the configuration the contestant reports as its best (`found`; for noisy
-problems this is not its luckiest observation), the wall time, and the library's commit,
+problems this is not its luckiest observation), the true value of the configuration
+with the best observed result (`found_observed`: what reporting the luckiest observation
+would score; `report --found observed` scores that), the wall time, and the library's commit,
 package versions and date. Runs already in the file (same contestant, problem, seed,
 budget, precision and commit) are skipped, so an interrupted sweep resumes; rows from
 other commits are kept, and `report --commit C [C ...]` reports those of the given
@@ -28,7 +30,6 @@ import argparse
 import datetime
 import importlib.metadata
 import json
-import math
 import subprocess
 import sys
 import time
@@ -41,8 +42,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import hyperoptax as hx  # noqa: E402
 from suite import DEV, HELD_OUT, PROBLEMS  # noqa: E402
+
+import hyperoptax as hx  # noqa: E402
 
 OUT = HERE / "out" / "robust.jsonl"
 PLOTS = HERE / "plots" / "robust"
@@ -80,7 +82,9 @@ def _true_value(problem, config):
         if _categorical(s):
             params[name] = jnp.asarray(s.encode(v), jnp.int32)
         else:
-            params[name] = jnp.asarray(v, jnp.int32 if isinstance(v, int) else jnp.result_type(float))
+            params[name] = jnp.asarray(
+                v, jnp.int32 if isinstance(v, int) else jnp.result_type(float)
+            )
     return float(problem.f(params))
 
 
@@ -97,20 +101,21 @@ def run_hyperoptax(contestant, problem, seed, budget):
     if contestant == "random":
         state, opt = hx.RandomSearch.init(problem.space, n_parallel=1)
     else:
-        state, opt = hx.BayesianSearch.init(problem.space, n_max=budget, maximize=False,
-                                            **hx_configs()[contestant])
+        state, opt = hx.BayesianSearch.init(
+            problem.space, n_max=budget, maximize=False, **hx_configs()[contestant]
+        )
     if problem.host:
         state, (ph, rh) = opt.optimize_host(state, key, problem.f, budget)
     else:
         state, (ph, rh) = opt.optimize(state, key, problem.objective, budget)
     configs = [c for p in ph for c in hx.to_configs(p, problem.space)]
     ys = np.concatenate([np.asarray(r).reshape(-1) for r in rh])
+    observed = configs[int(np.argmin(np.where(np.isfinite(ys), ys, np.inf)))]
     if contestant == "random":
-        i = int(np.argmin(np.where(np.isfinite(ys), ys, np.inf)))
-        best = configs[i]
+        best = observed
     else:
         best = _config_of(opt.best_params(state), problem.space)
-    return ys, best
+    return ys, best, observed
 
 
 def _noise_key(seed):
@@ -138,18 +143,25 @@ def run_optuna(contestant, problem, seed, budget):
             if _categorical(s):
                 config[name] = trial.suggest_categorical(name, list(s.choices))
             elif isinstance(s, hx.QLinearSpace | hx.QLogSpace):
-                config[name] = trial.suggest_int(name, int(s.lower_bound), int(s.upper_bound),
-                                                 log=isinstance(s, hx.QLogSpace))
+                config[name] = trial.suggest_int(
+                    name, int(s.lower_bound), int(s.upper_bound), log=isinstance(s, hx.QLogSpace)
+                )
             else:
-                config[name] = trial.suggest_float(name, float(s.lower_bound), float(s.upper_bound),
-                                                   log=isinstance(s, hx.LogSpace))
+                config[name] = trial.suggest_float(
+                    name, float(s.lower_bound), float(s.upper_bound), log=isinstance(s, hx.LogSpace)
+                )
         if problem.host:
             y = float(problem.f(config))
         else:
-            params = {k: jnp.asarray(problem.space[k].encode(v) if _categorical(problem.space[k]) else v,
-                                     jnp.int32 if isinstance(v, int) or _categorical(problem.space[k])
-                                     else jnp.result_type(float))
-                      for k, v in config.items()}
+            params = {
+                k: jnp.asarray(
+                    problem.space[k].encode(v) if _categorical(problem.space[k]) else v,
+                    jnp.int32
+                    if isinstance(v, int) or _categorical(problem.space[k])
+                    else jnp.result_type(float),
+                )
+                for k, v in config.items()
+            }
             y = float(f(next_key(), params))
         ys.append(y)
         return y
@@ -160,17 +172,25 @@ def run_optuna(contestant, problem, seed, budget):
 
 
 def run(contestant, problem_name, seed, budget=None):
-    """One run: (best observed after each evaluation, true value of the reported best, wall s)."""
+    """One run: (best observed after each evaluation, true value of the reported best, wall s,
+    true value of the configuration with the best observed result).
+
+    For noise-free problems the last equals the best observed result; for noisy ones it
+    is what a contestant that reports its luckiest observation would score.
+    """
     problem = PROBLEMS[problem_name]
     budget = budget or problem.budget
     t = time.perf_counter()
     if contestant in PEERS:
         ys, best = run_optuna(contestant, problem, seed, budget)
+        observed = best  # Optuna reports the trial with the best observed value
     else:
-        ys, best = run_hyperoptax(contestant, problem, seed, budget)
+        ys, best, observed = run_hyperoptax(contestant, problem, seed, budget)
     wall = time.perf_counter() - t
     ys = np.where(np.isfinite(ys), ys, np.inf)[:budget]
-    return np.minimum.accumulate(ys), _true_value(problem, best), wall
+    found = _true_value(problem, best)
+    found_observed = found if observed is best else _true_value(problem, observed)
+    return np.minimum.accumulate(ys), found, wall, found_observed
 
 
 # -- provenance -----------------------------------------------------------------------------
@@ -178,10 +198,19 @@ def run(contestant, problem_name, seed, budget=None):
 
 def provenance():
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../hyperoptax"], cwd=HERE,
-                               capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "../hyperoptax"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         commit += "+dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
@@ -212,21 +241,34 @@ def cmd_run(args):
         names = args.problems or QUICK_PROBLEMS
     seeds = range(args.seeds if not args.quick else min(args.seeds, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+
     # The peers' and random search's runs do not depend on hyperoptax's model: one per seed.
     def run_key(c, problem, seed, budget, dtype, commit):
         return c, problem, seed, budget, dtype, None if c in ("random", *PEERS) else commit
 
-    done = {run_key(r["contestant"], r["problem"], r["seed"], r["budget"], r["dtype"], r["commit"])
-            for r in _rows(args.out)}
+    done = {
+        run_key(r["contestant"], r["problem"], r["seed"], r["budget"], r["dtype"], r["commit"])
+        for r in _rows(args.out)
+    }
     for name in names:
         budget = QUICK_BUDGET if args.quick else PROBLEMS[name].budget
         for c in args.contestants:
             for s in seeds:
                 if run_key(c, name, s, budget, dtype, prov["commit"]) in done:
                     continue
-                curve, found, wall = run(c, name, s, budget)
-                row = dict(contestant=c, problem=name, seed=s, budget=budget, dtype=dtype,
-                           best=[float(v) for v in curve], found=found, wall=wall, **prov)
+                curve, found, wall, found_observed = run(c, name, s, budget)
+                row = dict(
+                    contestant=c,
+                    problem=name,
+                    seed=s,
+                    budget=budget,
+                    dtype=dtype,
+                    best=[float(v) for v in curve],
+                    found=found,
+                    found_observed=found_observed,
+                    wall=wall,
+                    **prov,
+                )
                 with args.out.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
                 print(f"{name:20s} {c:16s} seed {s}: found {found:.5g} ({wall:.1f} s)", flush=True)
@@ -235,13 +277,21 @@ def cmd_run(args):
 # -- summaries ------------------------------------------------------------------------------
 
 
-def load(paths, dtype="float32", commit=None, quick=False):
-    """{(problem, contestant): [row, ...]}: full-budget runs, one per seed (the latest)."""
+def load(paths, dtype="float32", commit=None, quick=False, found="reported"):
+    """{(problem, contestant): [row, ...]}: full-budget runs, one per seed (the latest).
+
+    With `found="observed"` each run is scored by `found_observed` (rows without it are
+    left out).
+    """
     runs = {}
     for path in paths:
         for r in _rows(path):
             if r["problem"] not in PROBLEMS or r["dtype"] != dtype:
                 continue
+            if found == "observed":
+                if "found_observed" not in r:
+                    continue
+                r = dict(r, found=r["found_observed"])
             if r["budget"] != (QUICK_BUDGET if quick else PROBLEMS[r["problem"]].budget):
                 continue
             if commit and r["commit"] not in commit and r["contestant"] not in ("random", *PEERS):
@@ -264,8 +314,14 @@ def summary(grouped):
         found = np.array([r["found"] for r in rows])
         span = rand - problem.optimum
         score = 100 * (rand - found) / span if span > 0 else np.zeros_like(found)
-        out[(p, c)] = dict(found=found, score=score, fail=found > rand + problem.tie, random_median=rand,
-                           wall=float(np.median([r["wall"] for r in rows])), n=len(rows))
+        out[(p, c)] = dict(
+            found=found,
+            score=score,
+            fail=found > rand + problem.tie,
+            random_median=rand,
+            wall=float(np.median([r["wall"] for r in rows])),
+            n=len(rows),
+        )
     return out
 
 
@@ -279,11 +335,16 @@ def tables(grouped, contestants=None):
     names += sorted({k[1] for k in s} - set(names))
     lines = []
     for half in (DEV, HELD_OUT):
-        probs = [p for p in PROBLEMS if PROBLEMS[p].half == half and any((p, c) in s for c in names)]
+        probs = [
+            p for p in PROBLEMS if PROBLEMS[p].half == half and any((p, c) in s for c in names)
+        ]
         if not probs:
             continue
-        lines += [f"\n#### {half} half: mean normalised score (failure rate, runs)\n",
-                  "| contestant | mean score | failure rate | problems | runs |", "|---|---|---|---|---|"]
+        lines += [
+            f"\n#### {half} half: mean normalised score (failure rate, runs)\n",
+            "| contestant | mean score | failure rate | problems | runs |",
+            "|---|---|---|---|---|",
+        ]
         for c in names:
             cells = [s[(p, c)] for p in probs if (p, c) in s]
             if not cells:
@@ -291,11 +352,16 @@ def tables(grouped, contestants=None):
             mean_score = np.mean([np.mean(x["score"]) for x in cells])
             fails = sum(int(x["fail"].sum()) for x in cells)
             runs = sum(x["n"] for x in cells)
-            lines.append(f"| {c} | {mean_score:.1f} | {fails}/{runs} = {100 * fails / runs:.1f}% | "
-                         f"{len(cells)}/{len(probs)} | {runs} |")
-        lines += [f"\n#### {half} half, per problem: median regret of the reported best "
-                  f"(mean score; runs worse than random's median)\n",
-                  f"| problem (d, evals) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
+            lines.append(
+                f"| {c} | {mean_score:.1f} | {fails}/{runs} = {100 * fails / runs:.1f}% | "
+                f"{len(cells)}/{len(probs)} | {runs} |"
+            )
+        lines += [
+            f"\n#### {half} half, per problem: median regret of the reported best "
+            f"(mean score; runs worse than random's median)\n",
+            f"| problem (d, evals) | {' | '.join(names)} |",
+            "|---" * (len(names) + 1) + "|",
+        ]
         for p in probs:
             prob = PROBLEMS[p]
             cells = []
@@ -305,7 +371,9 @@ def tables(grouped, contestants=None):
                     continue
                 x = s[(p, c)]
                 reg = np.median(x["found"]) - prob.optimum
-                cells.append(f"{_fmt(reg)} ({np.mean(x['score']):.0f}; {int(x['fail'].sum())}/{x['n']})")
+                cells.append(
+                    f"{_fmt(reg)} ({np.mean(x['score']):.0f}; {int(x['fail'].sum())}/{x['n']})"
+                )
             tag = f"{prob.kind}, {prob.dim}, {prob.budget}" + (", ref" if prob.reference else "")
             lines.append(f"| {p} ({tag}) | {' | '.join(cells)} |")
     return "\n".join(lines)
@@ -323,7 +391,9 @@ def plot(grouped):
         if not keys:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        for c in [c for c in CONTESTANTS if (p, c) in grouped] + sorted({k[1] for k in keys} - set(CONTESTANTS)):
+        for c in [c for c in CONTESTANTS if (p, c) in grouped] + sorted(
+            {k[1] for k in keys} - set(CONTESTANTS)
+        ):
             rows = grouped[(p, c)]
             n = min(len(r["best"]) for r in rows)
             r = np.maximum(np.array([r["best"][:n] for r in rows]) - prob.optimum, 1e-8)
@@ -342,8 +412,12 @@ def plot(grouped):
 
 
 def cmd_report(args):
-    grouped = load(args.out if isinstance(args.out, list) else [args.out], commit=args.commit,
-                   quick=args.quick)
+    grouped = load(
+        args.out if isinstance(args.out, list) else [args.out],
+        commit=args.commit,
+        quick=args.quick,
+        found=args.found,
+    )
     print(tables(grouped))
     if not args.no_plots:
         plot(grouped)
@@ -360,18 +434,28 @@ def cmd_reference(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--half", choices=[DEV, HELD_OUT, "all"], default=DEV)
     r.add_argument("--problems", nargs="*")
     r.add_argument("--contestants", nargs="*", default=CONTESTANTS)
     r.add_argument("--seeds", type=int, default=10)
-    r.add_argument("--quick", action="store_true", help=f"{QUICK_PROBLEMS}, one seed, budget {QUICK_BUDGET}")
+    r.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_PROBLEMS}, one seed, budget {QUICK_BUDGET}"
+    )
     r.add_argument("--x64", action="store_true")
-    r.add_argument("--define", nargs=2, action="append", default=[], metavar=("NAME", "KWARGS"),
-                   help='an extra hyperoptax contestant: --define ucb "{**hx.recommended(n_parallel=1), '
-                        "'acquisition': hx.UCB()}\"")
+    r.add_argument(
+        "--define",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "KWARGS"),
+        help='an extra hyperoptax contestant: --define ucb "{**hx.recommended(n_parallel=1), '
+        "'acquisition': hx.UCB()}\"",
+    )
     r.add_argument("--out", type=Path, default=OUT)
     r.set_defaults(fn=cmd_run)
     p = sub.add_parser("report")
@@ -379,6 +463,12 @@ def main(argv=None):
     p.add_argument("--commit", nargs="*", help="hyperoptax rows from these commits only")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--found",
+        choices=["reported", "observed"],
+        default="reported",
+        help="score the reported best configuration, or the one with the best observed result",
+    )
     p.set_defaults(fn=cmd_report)
     f = sub.add_parser("reference")
     f.add_argument("problem")

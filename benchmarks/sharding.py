@@ -29,14 +29,22 @@ def run(n_devices: int) -> dict:
     assert jax.device_count() == n_devices, jax.devices()
     mesh = Mesh(np.array(jax.devices()), ("batch",)) if n_devices > 1 else None
     state, opt = hx.BayesianSearch.init(
-        demo.SPACE, n_max=N_PARALLEL * N_ITER, maximize=False, n_parallel=N_PARALLEL,
-        kernel=hx.Matern(nu=1.5), acquisition=hx.UCB(), n_restarts=8, n_lbfgs_steps=30,
+        demo.SPACE,
+        n_max=N_PARALLEL * N_ITER,
+        maximize=False,
+        n_parallel=N_PARALLEL,
+        kernel=hx.Matern(nu=1.5),
+        acquisition=hx.UCB(),
+        n_restarts=8,
+        n_lbfgs_steps=30,
     )
     demo.load_digits_split()
     times = []
     for seed in range(3):  # the first includes compilation
         t = time.perf_counter()
-        _, (_, r) = opt.optimize_scan(state, jax.random.PRNGKey(seed), demo.mlp_validation_error, N_ITER, mesh=mesh)
+        _, (_, r) = opt.optimize_scan(
+            state, jax.random.PRNGKey(seed), demo.mlp_validation_error, N_ITER, mesh=mesh
+        )
         r.block_until_ready()
         times.append(time.perf_counter() - t)
     return dict(devices=n_devices, first=times[0], steady=min(times[1:]), best=float(np.min(r)))
@@ -46,14 +54,22 @@ def main():
     rows = []
     for n in (1, 2, 4):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-        code = f"import sys; sys.path.insert(0, 'benchmarks'); import sharding, json; print(json.dumps(sharding.run({n})))"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        code = (
+            "import sys; sys.path.insert(0, 'benchmarks'); import sharding, json; "
+            f"print(json.dumps(sharding.run({n})))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base = rows[0]["steady"]
-    print(f"| devices | first call incl. compile (s) | steady run (s) | speed-up | best error |")
+    print("| devices | first call incl. compile (s) | steady run (s) | speed-up | best error |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['devices']} | {r['first']:.2f} | {r['steady']:.2f} | {base / r['steady']:.2f}x | {r['best']:.4f} |")
+        print(
+            f"| {r['devices']} | {r['first']:.2f} | {r['steady']:.2f} | "
+            f"{base / r['steady']:.2f}x | {r['best']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,13 @@ def filled_state(d, n_obs, n_max, mixed=False, **kw):
         X = jax.random.uniform(jax.random.PRNGKey(1), (n_obs, d))
         y = jnp.sum(jnp.sin(5 * X), axis=1)
     state, opt = hx.BayesianSearch.init(space, n_max=n_max, **kw)
-    state = state.__class__(state.space, state.X.at[:n_obs].set(X), state.y.at[:n_obs].set(y),
-                            state.mask.at[:n_obs].set(True), state.log_length_scale)
+    state = state.__class__(
+        state.space,
+        state.X.at[:n_obs].set(X),
+        state.y.at[:n_obs].set(y),
+        state.mask.at[:n_obs].set(True),
+        state.log_length_scale,
+    )
     return state, opt
 
 
@@ -100,13 +105,15 @@ def seeds(n_seeds, budget=30):
     """n_seeds Branin searches: together under filter_vmap vs one after another."""
     import equinox as eqx
     import jax
+    from problems import PROBLEMS
 
     import hyperoptax as hx
-    from problems import PROBLEMS
 
     space, f, _, _ = PROBLEMS["branin"]
     kw = eval(RECOMMENDED, {"hx": hx})
-    state, opt = hx.BayesianSearch.init(space, n_max=budget, maximize=False, **{**kw, "n_parallel": 1})
+    state, opt = hx.BayesianSearch.init(
+        space, n_max=budget, maximize=False, **{**kw, "n_parallel": 1}
+    )
     keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
     together = eqx.filter_jit(eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, f)[1][1]))
     one = eqx.filter_jit(lambda k: opt.optimize_scan(state, k, f)[1][1])
@@ -127,9 +134,9 @@ def seeds(n_seeds, budget=30):
 def branin_total(config):
     """A whole 50-evaluation Branin `optimize`, compile included."""
     import jax
+    from problems import PROBLEMS
 
     import hyperoptax as hx
-    from problems import PROBLEMS
 
     space, f, _, n = PROBLEMS["branin"]
     kw = eval(CONFIGS[config], {"hx": hx})
@@ -155,6 +162,7 @@ def checkpoint_cost(n_iterations, n_max=1000):
     state, opt = hx.RandomSearch.init(space, n_parallel=1)
     key = jax.random.PRNGKey(0)
     with tempfile.TemporaryDirectory() as tmp:
+
         def run(checkpoint):
             t = time.perf_counter()
             opt.optimize_host(state, key, lambda c: c["x0"], n_iterations, checkpoint=checkpoint)
@@ -187,11 +195,15 @@ def _in_fresh_process(call: str, cache_dir: str | None = None) -> dict:
     compilation cache there (see docs/howto/startup.md)."""
     cache = ""
     if cache_dir:
-        cache = (f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
-                 f"jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); ")
-    code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import speed; "
-            f"import jax; {cache}jax.numpy.zeros(1).block_until_ready(); "
-            f"print('RESULT', json.dumps(speed.{call}))")
+        cache = (
+            f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
+            f"jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); "
+        )
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import speed; "
+        f"import jax; {cache}jax.numpy.zeros(1).block_until_ready(); "
+        f"print('RESULT', json.dumps(speed.{call}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -201,10 +213,15 @@ def _in_fresh_process(call: str, cache_dir: str | None = None) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["latency", "observations", "parameters", "seeds", "branin", "checkpoint"])
+    ap.add_argument(
+        "--only", choices=["latency", "observations", "parameters", "seeds", "branin", "checkpoint"]
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    want = (lambda s: args.only in (None, s))
+
+    def want(section):
+        return args.only in (None, section)
+
     ms = 1e3
 
     def latency_table(title, rows):
@@ -213,39 +230,73 @@ def main():
         print("|---" * (len(title.split(" | ")) + 4) + "|")
         for cells, call in rows:
             r = _in_fresh_process(call)
-            print(f"| {cells} | {r['first_suggest']:.2f} | {r['first_update']:.2f} | "
-                  f"{r['suggest'] * ms:.1f} | {r['update'] * ms:.1f} |", flush=True)
+            print(
+                f"| {cells} | {r['first_suggest']:.2f} | {r['first_update']:.2f} | "
+                f"{r['suggest'] * ms:.1f} | {r['update'] * ms:.1f} |",
+                flush=True,
+            )
 
     n_obs = 20 if args.quick else 100
     if want("latency"):
-        latency_table("config | d | observations",
-                      [(f"{c} | 6 | {n_obs}", f"latency(6, {n_obs}, {c!r})") for c in CONFIGS]
-                      + [(f"recommended | 12 mixed | {n_obs}", f"latency(12, {n_obs}, 'recommended', mixed=True)")])
+        latency_table(
+            "config | d | observations",
+            [(f"{c} | 6 | {n_obs}", f"latency(6, {n_obs}, {c!r})") for c in CONFIGS]
+            + [
+                (
+                    f"recommended | 12 mixed | {n_obs}",
+                    f"latency(12, {n_obs}, 'recommended', mixed=True)",
+                )
+            ],
+        )
     if want("observations"):
-        latency_table("observations (6-D, recommended)",
-                      [(f"{n}", f"latency(6, {n}, 'recommended', reps={5 if n >= 1000 else 20})")
-                       for n in ([20, 50] if args.quick else [50, 200, 1000])])
+        latency_table(
+            "observations (6-D, recommended)",
+            [
+                (f"{n}", f"latency(6, {n}, 'recommended', reps={5 if n >= 1000 else 20})")
+                for n in ([20, 50] if args.quick else [50, 200, 1000])
+            ],
+        )
     if want("parameters"):
-        latency_table("parameters (100 observations, recommended)",
-                      [(f"{d}", f"latency({d}, {n_obs}, 'recommended', reps=10)")
-                       for d in ([2, 10] if args.quick else [2, 10, 100, 1000])])
+        latency_table(
+            "parameters (100 observations, recommended)",
+            [
+                (f"{d}", f"latency({d}, {n_obs}, 'recommended', reps=10)")
+                for d in ([2, 10] if args.quick else [2, 10, 100, 1000])
+            ],
+        )
     if want("seeds"):
-        print("\n| seeds (Branin, 30 evaluations, recommended) | together, filter_vmap (s) | one after another (s) | ratio | first vmapped call incl. compile (s) |")
+        print(
+            "\n| seeds (Branin, 30 evaluations, recommended) | together, filter_vmap (s) "
+            "| one after another (s) | ratio | first vmapped call incl. compile (s) |"
+        )
         print("|---|---|---|---|---|")
-        for n in ([1, 4] if args.quick else [1, 8, 64]):
+        for n in [1, 4] if args.quick else [1, 8, 64]:
             r = _in_fresh_process(f"seeds({n}, {8 if args.quick else 30})")
-            print(f"| {n} | {r['vmapped']:.2f} | {r['sequential']:.2f} | {r['vmapped'] / r['sequential']:.2f} | "
-                  f"{r['first_vmapped']:.1f} |", flush=True)
+            print(
+                f"| {n} | {r['vmapped']:.2f} | {r['sequential']:.2f} | "
+                f"{r['vmapped'] / r['sequential']:.2f} | "
+                f"{r['first_vmapped']:.1f} |",
+                flush=True,
+            )
     if want("checkpoint"):
         n = 20 if args.quick else 200
         r = _in_fresh_process(f"checkpoint_cost({n}, {100 if args.quick else 1000})")
-        print(f"\n| checkpoint | per iteration of a {n}-iteration host search (ms) | save_state, 12 parameters, "
-              f"{100 if args.quick else 1000} observations (ms) | load_state (ms) |")
+        print(
+            f"\n| checkpoint | per iteration of a {n}-iteration host search (ms) "
+            f"| save_state, 12 parameters, "
+            f"{100 if args.quick else 1000} observations (ms) | load_state (ms) |"
+        )
         print("|---|---|---|---|")
-        print(f"| this checkout | {r['per_iteration'] * ms:.2f} | {r['save'] * ms:.2f} | {r['load'] * ms:.2f} |",
-              flush=True)
+        print(
+            f"| this checkout | {r['per_iteration'] * ms:.2f} | {r['save'] * ms:.2f} "
+            f"| {r['load'] * ms:.2f} |",
+            flush=True,
+        )
     if want("branin"):
-        print("\n| config | 50-evaluation Branin `optimize`, compile included (s) | the same with a warm persistent compilation cache (s) |")
+        print(
+            "\n| config | 50-evaluation Branin `optimize`, compile included (s) "
+            "| the same with a warm persistent compilation cache (s) |"
+        )
         print("|---|---|---|")
         for config in CONFIGS:
             cold = _in_fresh_process(f"branin_total({config!r})")

@@ -75,7 +75,7 @@ def _vec(p, n, prefix="x"):
 
 
 def _at(n, values, prefix="x"):
-    return {f"{prefix}{i}": v for i, v in zip(range(n), values)}
+    return {f"{prefix}{i}": v for i, v in zip(range(n), values, strict=True)}
 
 
 # -- smooth, multimodal, ill-conditioned -------------------------------------------------
@@ -97,22 +97,39 @@ def six_hump_camel(x):
 def goldstein_price(x):
     x1, x2 = x[0], x[1]
     a = 1 + (x1 + x2 + 1) ** 2 * (19 - 14 * x1 + 3 * x1**2 - 14 * x2 + 6 * x1 * x2 + 3 * x2**2)
-    b = 30 + (2 * x1 - 3 * x2) ** 2 * (18 - 32 * x1 + 12 * x1**2 + 48 * x2 - 36 * x1 * x2 + 27 * x2**2)
+    b = 30 + (2 * x1 - 3 * x2) ** 2 * (
+        18 - 32 * x1 + 12 * x1**2 + 48 * x2 - 36 * x1 * x2 + 27 * x2**2
+    )
     return a * b
 
 
 _H3_A = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
-_H3_P = 1e-4 * np.array([[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547], [381, 5743, 8828]])
-_H6_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
-                  [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
-_H6_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
-                         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
+_H3_P = 1e-4 * np.array(
+    [[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547], [381, 5743, 8828]]
+)
+_H6_A = np.array(
+    [
+        [10, 3, 17, 3.5, 1.7, 8],
+        [0.05, 10, 17, 0.1, 8, 14],
+        [3, 3.5, 1.7, 10, 17, 8],
+        [17, 8, 0.05, 10, 0.1, 14],
+    ]
+)
+_H6_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
 _H_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
 
 
 def _hartmann(A, P):
     def f(x):
         return -jnp.sum(_H_ALPHA * jnp.exp(-jnp.sum(A * (x[None, :] - P) ** 2, axis=1)))
+
     return f
 
 
@@ -120,8 +137,12 @@ hartmann3, hartmann6 = _hartmann(_H3_A, _H3_P), _hartmann(_H6_A, _H6_P)
 
 
 def ackley(x):
-    return (-20 * jnp.exp(-0.2 * jnp.sqrt(jnp.mean(x**2))) - jnp.exp(jnp.mean(jnp.cos(2 * math.pi * x)))
-            + 20 + math.e)
+    return (
+        -20 * jnp.exp(-0.2 * jnp.sqrt(jnp.mean(x**2)))
+        - jnp.exp(jnp.mean(jnp.cos(2 * math.pi * x)))
+        + 20
+        + math.e
+    )
 
 
 def rosenbrock(x):
@@ -155,8 +176,21 @@ def _styblinski_tang_min():
 ST_X, ST_MIN = _styblinski_tang_min()
 
 _SHEKEL_C = np.array([0.1, 0.2, 0.2, 0.4, 0.4, 0.6, 0.3, 0.7, 0.5, 0.5])
-_SHEKEL_A = np.array([[4, 4, 4, 4], [1, 1, 1, 1], [8, 8, 8, 8], [6, 6, 6, 6], [3, 7, 3, 7],
-                      [2, 9, 2, 9], [5, 5, 3, 3], [8, 1, 8, 1], [6, 2, 6, 2], [7, 3.6, 7, 3.6]], float)
+_SHEKEL_A = np.array(
+    [
+        [4, 4, 4, 4],
+        [1, 1, 1, 1],
+        [8, 8, 8, 8],
+        [6, 6, 6, 6],
+        [3, 7, 3, 7],
+        [2, 9, 2, 9],
+        [5, 5, 3, 3],
+        [8, 1, 8, 1],
+        [6, 2, 6, 2],
+        [7, 3.6, 7, 3.6],
+    ],
+    float,
+)
 
 
 def shekel(x):
@@ -193,6 +227,7 @@ def _embedded(fn, positions, lo, hi):
 
     def f(x):
         return fn(lo + (hi - lo) * x[np.asarray(positions)])
+
     return f
 
 
@@ -201,16 +236,27 @@ def _embedded(fn, positions, lo, hi):
 
 def mixed(p):
     # Log learning rate, integer layers, log-integer width, linear dropout.
-    return ((jnp.log10(p["lr"]) + 2.5) ** 2 + 0.3 * (p["layers"] - 3) ** 2
-            + 0.5 * (jnp.log2(p["width"]) - 7) ** 2 + 4 * (p["dropout"] - 0.2) ** 2)
+    return (
+        (jnp.log10(p["lr"]) + 2.5) ** 2
+        + 0.3 * (p["layers"] - 3) ** 2
+        + 0.5 * (jnp.log2(p["width"]) - 7) ** 2
+        + 4 * (p["dropout"] - 0.2) ** 2
+    )
 
 
 HPO_TRAIN12_SPACE = {
-    "lr": hx.LogSpace(1e-5, 1.0), "batch": hx.QLogSpace(16, 1024), "depth": hx.QLinearSpace(1, 8),
-    "width": hx.QLogSpace(16, 1024), "dropout": hx.LinearSpace(0.0, 0.8),
-    "weight_decay": hx.LogSpace(1e-6, 1e-1), "warmup": hx.LinearSpace(0.0, 0.3),
-    "beta2": hx.LinearSpace(0.9, 0.9999), "label_smoothing": hx.LinearSpace(0.0, 0.3),
-    "clip": hx.LogSpace(0.1, 10.0), "unused_a": hx.LinearSpace(0.0, 1.0), "unused_b": hx.LogSpace(1.0, 100.0),
+    "lr": hx.LogSpace(1e-5, 1.0),
+    "batch": hx.QLogSpace(16, 1024),
+    "depth": hx.QLinearSpace(1, 8),
+    "width": hx.QLogSpace(16, 1024),
+    "dropout": hx.LinearSpace(0.0, 0.8),
+    "weight_decay": hx.LogSpace(1e-6, 1e-1),
+    "warmup": hx.LinearSpace(0.0, 0.3),
+    "beta2": hx.LinearSpace(0.9, 0.9999),
+    "label_smoothing": hx.LinearSpace(0.0, 0.3),
+    "clip": hx.LogSpace(0.1, 10.0),
+    "unused_a": hx.LinearSpace(0.0, 1.0),
+    "unused_b": hx.LogSpace(1.0, 100.0),
 }
 
 
@@ -232,14 +278,32 @@ def hpo_train12(p):
     return 0.1 + lr + size + drop + wd + warm + beta2 + ls + clip + batch_time
 
 
-HPO_TRAIN12_OPT = dict(lr=3e-3, batch=128, depth=4, width=256, dropout=0.3, weight_decay=1e-4, warmup=0.1,
-                       beta2=0.99, label_smoothing=0.1, clip=1.0, unused_a=0.5, unused_b=10.0)
+HPO_TRAIN12_OPT = dict(
+    lr=3e-3,
+    batch=128,
+    depth=4,
+    width=256,
+    dropout=0.3,
+    weight_decay=1e-4,
+    warmup=0.1,
+    beta2=0.99,
+    label_smoothing=0.1,
+    clip=1.0,
+    unused_a=0.5,
+    unused_b=10.0,
+)
 
 HPO_TRAIN10_SPACE = {
-    "lr": hx.LogSpace(1e-6, 1e-1), "batch": hx.QLogSpace(8, 512), "layers": hx.QLinearSpace(1, 12),
-    "heads": hx.QLinearSpace(1, 16), "dropout": hx.LinearSpace(0.0, 0.6),
-    "weight_decay": hx.LogSpace(1e-5, 1.0), "epochs": hx.QLinearSpace(5, 100),
-    "momentum": hx.LinearSpace(0.0, 0.99), "unused_a": hx.LogSpace(1e-3, 1.0), "unused_b": hx.QLinearSpace(0, 10),
+    "lr": hx.LogSpace(1e-6, 1e-1),
+    "batch": hx.QLogSpace(8, 512),
+    "layers": hx.QLinearSpace(1, 12),
+    "heads": hx.QLinearSpace(1, 16),
+    "dropout": hx.LinearSpace(0.0, 0.6),
+    "weight_decay": hx.LogSpace(1e-5, 1.0),
+    "epochs": hx.QLinearSpace(5, 100),
+    "momentum": hx.LinearSpace(0.0, 0.99),
+    "unused_a": hx.LogSpace(1e-3, 1.0),
+    "unused_b": hx.QLinearSpace(0, 10),
 }
 
 
@@ -257,15 +321,28 @@ def hpo_train10(p):
     return 0.2 + lr + depth + drop + wd + epochs + momentum
 
 
-HPO_TRAIN10_OPT = dict(lr=10 ** (-3.5), batch=64, layers=6, heads=8, dropout=0.1 + 0.3 * 55 / 95,
-                       weight_decay=1e-2, epochs=60, momentum=0.9, unused_a=0.1, unused_b=3)
+HPO_TRAIN10_OPT = dict(
+    lr=10 ** (-3.5),
+    batch=64,
+    layers=6,
+    heads=8,
+    dropout=0.1 + 0.3 * 55 / 95,
+    weight_decay=1e-2,
+    epochs=60,
+    momentum=0.9,
+    unused_a=0.1,
+    unused_b=3,
+)
 
 HPO_CAT8_SPACE = {
     "optimizer": hx.CategoricalSpace(("sgd", "momentum", "adam", "adamw")),
     "activation": hx.CategoricalSpace(("relu", "tanh", "gelu", "sigmoid")),
     "schedule": hx.CategoricalSpace(("constant", "cosine", "step")),
-    "lr": hx.LogSpace(1e-5, 1.0), "weight_decay": hx.LogSpace(1e-6, 1e-1),
-    "width": hx.QLogSpace(16, 1024), "dropout": hx.LinearSpace(0.0, 0.8), "warmup": hx.LinearSpace(0.0, 0.3),
+    "lr": hx.LogSpace(1e-5, 1.0),
+    "weight_decay": hx.LogSpace(1e-6, 1e-1),
+    "width": hx.QLogSpace(16, 1024),
+    "dropout": hx.LinearSpace(0.0, 0.8),
+    "warmup": hx.LinearSpace(0.0, 0.3),
 }
 
 
@@ -278,23 +355,38 @@ def hpo_cat8(p):
     log_wd_star = jnp.asarray([-4.0, -4.0, -5.0, -2.0])[o]
     lr = (jnp.log10(p["lr"]) - log_lr_star) ** 2
     wd = 0.05 * (jnp.log10(p["weight_decay"]) - log_wd_star) ** 2
-    cat = (jnp.asarray([0.20, 0.10, 0.05, 0.0])[o] + jnp.asarray([0.05, 0.10, 0.0, 0.2])[a]
-           + jnp.asarray([0.1, 0.0, 0.05])[s])
+    cat = (
+        jnp.asarray([0.20, 0.10, 0.05, 0.0])[o]
+        + jnp.asarray([0.05, 0.10, 0.0, 0.2])[a]
+        + jnp.asarray([0.1, 0.0, 0.05])[s]
+    )
     width = 0.1 * (jnp.log2(p["width"]) - 9) ** 2 / 4
     drop = 1.0 * (p["dropout"] - jnp.asarray([0.2, 0.1, 0.3, 0.1])[a]) ** 2
     warm = jnp.where(o >= 2, 1.0, 0.2) * (p["warmup"] - 0.05) ** 2
     return 0.05 + lr + wd + cat + width + drop + warm
 
 
-HPO_CAT8_OPT = dict(optimizer=3, activation=2, schedule=1, lr=10 ** -2.7, weight_decay=1e-2, width=512,
-                    dropout=0.3, warmup=0.05)
+HPO_CAT8_OPT = dict(
+    optimizer=3,
+    activation=2,
+    schedule=1,
+    lr=10**-2.7,
+    weight_decay=1e-2,
+    width=512,
+    dropout=0.3,
+    warmup=0.05,
+)
 
 HPO_CAT10_SPACE = {
     "model": hx.CategoricalSpace(("linear", "tree", "mlp", "cnn", "transformer")),
     "loss": hx.CategoricalSpace(("mse", "huber", "l1")),
     "norm": hx.CategoricalSpace(("none", "batch", "layer")),
-    "lr": hx.LogSpace(1e-5, 1e-1), "reg": hx.LogSpace(1e-6, 10.0), "depth": hx.QLinearSpace(1, 10),
-    "width": hx.QLogSpace(8, 512), "dropout": hx.LinearSpace(0.0, 0.7), "huber_delta": hx.LogSpace(0.01, 10.0),
+    "lr": hx.LogSpace(1e-5, 1e-1),
+    "reg": hx.LogSpace(1e-6, 10.0),
+    "depth": hx.QLinearSpace(1, 10),
+    "width": hx.QLogSpace(8, 512),
+    "dropout": hx.LinearSpace(0.0, 0.7),
+    "huber_delta": hx.LogSpace(0.01, 10.0),
     "unused": hx.LinearSpace(-1.0, 1.0),
 }
 
@@ -317,16 +409,30 @@ def hpo_cat10(p):
     return 0.3 + base + lr + depth + width + reg + drop + delta
 
 
-HPO_CAT10_OPT = dict(model=4, loss=1, norm=2, lr=10 ** -3.3, reg=1e-3, depth=6, width=256, dropout=0.15,
-                     huber_delta=1.0, unused=0.0)
+HPO_CAT10_OPT = dict(
+    model=4,
+    loss=1,
+    norm=2,
+    lr=10**-3.3,
+    reg=1e-3,
+    depth=6,
+    width=256,
+    dropout=0.15,
+    huber_delta=1.0,
+    unused=0.0,
+)
 
-MIXED_SPACE = {"lr": hx.LogSpace(1e-5, 1e-1), "layers": hx.QLinearSpace(1, 6),
-               "width": hx.QLogSpace(8, 1024), "dropout": hx.LinearSpace(0.0, 0.5)}
+MIXED_SPACE = {
+    "lr": hx.LogSpace(1e-5, 1e-1),
+    "layers": hx.QLinearSpace(1, 6),
+    "width": hx.QLogSpace(8, 1024),
+    "dropout": hx.LinearSpace(0.0, 0.5),
+}
 
 # -- real tuning tasks (scikit-learn, on the host) ------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dataset(name):
     from sklearn import datasets
     from sklearn.preprocessing import StandardScaler
@@ -360,9 +466,14 @@ def svc_breast_cancer(c):
 def tree_wine(c):
     from sklearn.tree import DecisionTreeClassifier
 
-    model = DecisionTreeClassifier(max_depth=c["max_depth"], min_samples_split=c["min_samples_split"],
-                                   min_samples_leaf=c["min_samples_leaf"], max_features=c["max_features"],
-                                   criterion=c["criterion"], random_state=0)
+    model = DecisionTreeClassifier(
+        max_depth=c["max_depth"],
+        min_samples_split=c["min_samples_split"],
+        min_samples_leaf=c["min_samples_leaf"],
+        max_features=c["max_features"],
+        criterion=c["criterion"],
+        random_state=0,
+    )
     return 1.0 + _cv_error(model, "wine", "accuracy")
 
 
@@ -374,10 +485,14 @@ def knn_digits_small(c):
     from sklearn.pipeline import make_pipeline
 
     X, y = _dataset("digits")
-    model = make_pipeline(PCA(c["components"], whiten=c["whiten"] == "yes", random_state=0),
-                          KNeighborsClassifier(n_neighbors=c["k"], weights=c["weights"], metric=c["metric"]))
+    model = make_pipeline(
+        PCA(c["components"], whiten=c["whiten"] == "yes", random_state=0),
+        KNeighborsClassifier(n_neighbors=c["k"], weights=c["weights"], metric=c["metric"]),
+    )
     folds = KFold(5, shuffle=True, random_state=0)
-    return 1.0 - float(np.mean(cross_val_score(model, X[:600], y[:600], cv=folds, scoring="accuracy")))
+    return 1.0 - float(
+        np.mean(cross_val_score(model, X[:600], y[:600], cv=folds, scoring="accuracy"))
+    )
 
 
 def mlp_digits(p):
@@ -406,74 +521,313 @@ def _problems():
         P.append(Problem(*args, **kw))
 
     # development half -------------------------------------------------------------------
-    add("branin", DEV, "smooth", {"x0": hx.LinearSpace(-5.0, 10.0), "x1": hx.LinearSpace(0.0, 15.0)},
-        lambda p: branin_vec(v(p, 2)), BRANIN_MIN, 50, x_opt=_at(2, [math.pi, 2.275]))
-    add("goldstein_price", DEV, "ill-conditioned", _box(2, -2.0, 2.0), lambda p: goldstein_price(v(p, 2)),
-        3.0, 50, x_opt=_at(2, [0.0, -1.0]))
-    add("hartmann6", DEV, "multimodal", _box(6, 0.0, 1.0), lambda p: hartmann6(v(p, 6)), -3.322368011415515,
-        100, x_opt=_at(6, [0.20168952, 0.15001069, 0.47687398, 0.27533243, 0.31165162, 0.65730054]))
-    add("rosenbrock4", DEV, "ill-conditioned", _box(4, -2.0, 2.0), lambda p: rosenbrock(v(p, 4)), 0.0, 100,
-        x_opt=_at(4, [1.0] * 4))
-    add("ackley5", DEV, "multimodal", _box(5, -5.0, 5.0), lambda p: ackley(v(p, 5)), 0.0, 100,
-        x_opt=_at(5, [0.0] * 5))
-    add("levy6", DEV, "multimodal", _box(6, -10.0, 10.0), lambda p: levy(v(p, 6)), 0.0, 100,
-        x_opt=_at(6, [1.0] * 6))
-    add("styblinski_tang8", DEV, "multimodal", _box(8, -5.0, 5.0), lambda p: styblinski_tang(v(p, 8)),
-        8 * ST_MIN, 120, x_opt=_at(8, [ST_X] * 8))
-    add("ellipsoid_rot8", DEV, "ill-conditioned", _box(8, -5.0, 5.0), lambda p: ellipsoid_rotated(v(p, 8)),
-        0.0, 120, x_opt=_at(8, list(_ELL_SHIFT)))
-    add("hartmann6_in_40", DEV, "low-effective-dim", _box(40, 0.0, 1.0),
-        _compose(hartmann6, [3, 11, 17, 24, 30, 38], 40), -3.322368011415515, 120)
-    add("noisy_branin", DEV, "noisy-high", {"x0": hx.LinearSpace(-5.0, 10.0), "x1": hx.LinearSpace(0.0, 15.0)},
-        lambda p: branin_vec(v(p, 2)), BRANIN_MIN, 60, noise=1.0, x_opt=_at(2, [math.pi, 2.275]))
-    add("noisy_hartmann6", DEV, "noisy-low", _box(6, 0.0, 1.0), lambda p: hartmann6(v(p, 6)),
-        -3.322368011415515, 100, noise=0.02)
-    add("mixed", DEV, "hpo", MIXED_SPACE, mixed, 0.0, 60,
-        x_opt=dict(lr=10 ** -2.5, layers=3, width=128, dropout=0.2))
+    add(
+        "branin",
+        DEV,
+        "smooth",
+        {"x0": hx.LinearSpace(-5.0, 10.0), "x1": hx.LinearSpace(0.0, 15.0)},
+        lambda p: branin_vec(v(p, 2)),
+        BRANIN_MIN,
+        50,
+        x_opt=_at(2, [math.pi, 2.275]),
+    )
+    add(
+        "goldstein_price",
+        DEV,
+        "ill-conditioned",
+        _box(2, -2.0, 2.0),
+        lambda p: goldstein_price(v(p, 2)),
+        3.0,
+        50,
+        x_opt=_at(2, [0.0, -1.0]),
+    )
+    add(
+        "hartmann6",
+        DEV,
+        "multimodal",
+        _box(6, 0.0, 1.0),
+        lambda p: hartmann6(v(p, 6)),
+        -3.322368011415515,
+        100,
+        x_opt=_at(6, [0.20168952, 0.15001069, 0.47687398, 0.27533243, 0.31165162, 0.65730054]),
+    )
+    add(
+        "rosenbrock4",
+        DEV,
+        "ill-conditioned",
+        _box(4, -2.0, 2.0),
+        lambda p: rosenbrock(v(p, 4)),
+        0.0,
+        100,
+        x_opt=_at(4, [1.0] * 4),
+    )
+    add(
+        "ackley5",
+        DEV,
+        "multimodal",
+        _box(5, -5.0, 5.0),
+        lambda p: ackley(v(p, 5)),
+        0.0,
+        100,
+        x_opt=_at(5, [0.0] * 5),
+    )
+    add(
+        "levy6",
+        DEV,
+        "multimodal",
+        _box(6, -10.0, 10.0),
+        lambda p: levy(v(p, 6)),
+        0.0,
+        100,
+        x_opt=_at(6, [1.0] * 6),
+    )
+    add(
+        "styblinski_tang8",
+        DEV,
+        "multimodal",
+        _box(8, -5.0, 5.0),
+        lambda p: styblinski_tang(v(p, 8)),
+        8 * ST_MIN,
+        120,
+        x_opt=_at(8, [ST_X] * 8),
+    )
+    add(
+        "ellipsoid_rot8",
+        DEV,
+        "ill-conditioned",
+        _box(8, -5.0, 5.0),
+        lambda p: ellipsoid_rotated(v(p, 8)),
+        0.0,
+        120,
+        x_opt=_at(8, list(_ELL_SHIFT)),
+    )
+    add(
+        "hartmann6_in_40",
+        DEV,
+        "low-effective-dim",
+        _box(40, 0.0, 1.0),
+        _compose(hartmann6, [3, 11, 17, 24, 30, 38], 40),
+        -3.322368011415515,
+        120,
+    )
+    add(
+        "noisy_branin",
+        DEV,
+        "noisy-high",
+        {"x0": hx.LinearSpace(-5.0, 10.0), "x1": hx.LinearSpace(0.0, 15.0)},
+        lambda p: branin_vec(v(p, 2)),
+        BRANIN_MIN,
+        60,
+        noise=1.0,
+        x_opt=_at(2, [math.pi, 2.275]),
+    )
+    add(
+        "noisy_hartmann6",
+        DEV,
+        "noisy-low",
+        _box(6, 0.0, 1.0),
+        lambda p: hartmann6(v(p, 6)),
+        -3.322368011415515,
+        100,
+        noise=0.02,
+    )
+    add(
+        "mixed",
+        DEV,
+        "hpo",
+        MIXED_SPACE,
+        mixed,
+        0.0,
+        60,
+        x_opt=dict(lr=10**-2.5, layers=3, width=128, dropout=0.2),
+    )
     add("hpo_train12", DEV, "hpo", HPO_TRAIN12_SPACE, hpo_train12, 0.1, 100, x_opt=HPO_TRAIN12_OPT)
     add("hpo_cat8", DEV, "hpo-categorical", HPO_CAT8_SPACE, hpo_cat8, 0.05, 80, x_opt=HPO_CAT8_OPT)
     add("mlp_digits", DEV, "real", demo.SPACE, mlp_digits, 0.0, 40, reference=True, tie=1 / 597)
-    add("elasticnet_diabetes", DEV, "real", {"alpha": hx.LogSpace(1e-4, 10.0), "l1_ratio": hx.LinearSpace(0.0, 1.0)},
-        elasticnet_diabetes, REFERENCE["elasticnet_diabetes"], 30, host=True, reference=True)
+    add(
+        "elasticnet_diabetes",
+        DEV,
+        "real",
+        {"alpha": hx.LogSpace(1e-4, 10.0), "l1_ratio": hx.LinearSpace(0.0, 1.0)},
+        elasticnet_diabetes,
+        REFERENCE["elasticnet_diabetes"],
+        30,
+        host=True,
+        reference=True,
+    )
 
     # held-out half ----------------------------------------------------------------------
-    add("six_hump_camel", HELD_OUT, "smooth", {"x0": hx.LinearSpace(-3.0, 3.0), "x1": hx.LinearSpace(-2.0, 2.0)},
-        lambda p: six_hump_camel(v(p, 2)), -1.0316284534898774, 50, x_opt=_at(2, [0.08984201310031806,
-                                                                                  -0.7126564030207396]))
-    add("hartmann3", HELD_OUT, "smooth", _box(3, 0.0, 1.0), lambda p: hartmann3(v(p, 3)), -3.862779787332663,
-        60, x_opt=_at(3, [0.11458888122541287, 0.5556488954739371, 0.8525469842172746]))
-    add("shekel4", HELD_OUT, "multimodal", _box(4, 0.0, 10.0), lambda p: shekel(v(p, 4)), -10.536409816692045,
-        100, x_opt=_at(4, [4.000746531592147, 4.000592934138629, 3.999663398966887, 3.9995098034602354]))
-    add("rastrigin4", HELD_OUT, "multimodal", _box(4, -5.12, 5.12), lambda p: rastrigin(v(p, 4)), 0.0, 100,
-        x_opt=_at(4, [0.0] * 4))
-    add("ackley10", HELD_OUT, "multimodal", _box(10, -5.0, 5.0), lambda p: ackley(v(p, 10)), 0.0, 150,
-        x_opt=_at(10, [0.0] * 10))
-    add("dixon_price10", HELD_OUT, "ill-conditioned", _box(10, -10.0, 10.0), lambda p: dixon_price(v(p, 10)),
-        0.0, 120, x_opt=_at(10, [2.0 ** (-(2**i - 2) / 2**i) for i in range(1, 11)]))
-    add("branin_in_20", HELD_OUT, "low-effective-dim", _box(20, 0.0, 1.0),
-        _compose(branin_vec, [5, 14], 20, lo=[-5.0, 0.0], hi=[10.0, 15.0]), BRANIN_MIN, 80)
-    add("rosenbrock3_in_30", HELD_OUT, "low-effective-dim", _box(30, 0.0, 1.0),
-        _compose(rosenbrock, [2, 13, 27], 30, lo=-2.0, hi=2.0), 0.0, 120)
-    add("noisy_hartmann3", HELD_OUT, "noisy-high", _box(3, 0.0, 1.0), lambda p: hartmann3(v(p, 3)),
-        -3.862779787332663, 60, noise=0.3)
-    add("noisy_levy4", HELD_OUT, "noisy-low", _box(4, -10.0, 10.0), lambda p: levy(v(p, 4)), 0.0, 100,
-        noise=0.05, x_opt=_at(4, [1.0] * 4))
-    add("hpo_train10", HELD_OUT, "hpo", HPO_TRAIN10_SPACE, hpo_train10, 0.2, 100, x_opt=HPO_TRAIN10_OPT)
-    add("hpo_cat10", HELD_OUT, "hpo-categorical", HPO_CAT10_SPACE, hpo_cat10, 0.3, 100, x_opt=HPO_CAT10_OPT)
-    add("svc_breast_cancer", HELD_OUT, "real",
-        {"C": hx.LogSpace(1e-3, 1e3), "gamma": hx.LogSpace(1e-5, 1.0),
-         "kernel": hx.CategoricalSpace(("rbf", "sigmoid"))},
-        svc_breast_cancer, REFERENCE["svc_breast_cancer"], 40, host=True, reference=True, tie=1 / 569)
-    add("tree_wine", HELD_OUT, "real",
-        {"max_depth": hx.QLinearSpace(1, 20), "min_samples_split": hx.QLinearSpace(2, 40),
-         "min_samples_leaf": hx.QLinearSpace(1, 20), "max_features": hx.LinearSpace(0.1, 1.0),
-         "criterion": hx.CategoricalSpace(("gini", "entropy", "log_loss"))},
-        tree_wine, REFERENCE["tree_wine"], 50, host=True, reference=True, tie=1 / 178)
-    add("knn_digits", HELD_OUT, "real",
-        {"k": hx.QLogSpace(1, 100), "weights": hx.CategoricalSpace(("uniform", "distance")),
-         "metric": hx.CategoricalSpace(("euclidean", "manhattan", "chebyshev")),
-         "components": hx.QLogSpace(2, 64), "whiten": hx.CategoricalSpace(("no", "yes"))},
-        knn_digits_small, REFERENCE["knn_digits"], 30, host=True, reference=True, tie=1 / 600)
+    add(
+        "six_hump_camel",
+        HELD_OUT,
+        "smooth",
+        {"x0": hx.LinearSpace(-3.0, 3.0), "x1": hx.LinearSpace(-2.0, 2.0)},
+        lambda p: six_hump_camel(v(p, 2)),
+        -1.0316284534898774,
+        50,
+        x_opt=_at(2, [0.08984201310031806, -0.7126564030207396]),
+    )
+    add(
+        "hartmann3",
+        HELD_OUT,
+        "smooth",
+        _box(3, 0.0, 1.0),
+        lambda p: hartmann3(v(p, 3)),
+        -3.862779787332663,
+        60,
+        x_opt=_at(3, [0.11458888122541287, 0.5556488954739371, 0.8525469842172746]),
+    )
+    add(
+        "shekel4",
+        HELD_OUT,
+        "multimodal",
+        _box(4, 0.0, 10.0),
+        lambda p: shekel(v(p, 4)),
+        -10.536409816692045,
+        100,
+        x_opt=_at(4, [4.000746531592147, 4.000592934138629, 3.999663398966887, 3.9995098034602354]),
+    )
+    add(
+        "rastrigin4",
+        HELD_OUT,
+        "multimodal",
+        _box(4, -5.12, 5.12),
+        lambda p: rastrigin(v(p, 4)),
+        0.0,
+        100,
+        x_opt=_at(4, [0.0] * 4),
+    )
+    add(
+        "ackley10",
+        HELD_OUT,
+        "multimodal",
+        _box(10, -5.0, 5.0),
+        lambda p: ackley(v(p, 10)),
+        0.0,
+        150,
+        x_opt=_at(10, [0.0] * 10),
+    )
+    add(
+        "dixon_price10",
+        HELD_OUT,
+        "ill-conditioned",
+        _box(10, -10.0, 10.0),
+        lambda p: dixon_price(v(p, 10)),
+        0.0,
+        120,
+        x_opt=_at(10, [2.0 ** (-(2**i - 2) / 2**i) for i in range(1, 11)]),
+    )
+    add(
+        "branin_in_20",
+        HELD_OUT,
+        "low-effective-dim",
+        _box(20, 0.0, 1.0),
+        _compose(branin_vec, [5, 14], 20, lo=[-5.0, 0.0], hi=[10.0, 15.0]),
+        BRANIN_MIN,
+        80,
+    )
+    add(
+        "rosenbrock3_in_30",
+        HELD_OUT,
+        "low-effective-dim",
+        _box(30, 0.0, 1.0),
+        _compose(rosenbrock, [2, 13, 27], 30, lo=-2.0, hi=2.0),
+        0.0,
+        120,
+    )
+    add(
+        "noisy_hartmann3",
+        HELD_OUT,
+        "noisy-high",
+        _box(3, 0.0, 1.0),
+        lambda p: hartmann3(v(p, 3)),
+        -3.862779787332663,
+        60,
+        noise=0.3,
+    )
+    add(
+        "noisy_levy4",
+        HELD_OUT,
+        "noisy-low",
+        _box(4, -10.0, 10.0),
+        lambda p: levy(v(p, 4)),
+        0.0,
+        100,
+        noise=0.05,
+        x_opt=_at(4, [1.0] * 4),
+    )
+    add(
+        "hpo_train10",
+        HELD_OUT,
+        "hpo",
+        HPO_TRAIN10_SPACE,
+        hpo_train10,
+        0.2,
+        100,
+        x_opt=HPO_TRAIN10_OPT,
+    )
+    add(
+        "hpo_cat10",
+        HELD_OUT,
+        "hpo-categorical",
+        HPO_CAT10_SPACE,
+        hpo_cat10,
+        0.3,
+        100,
+        x_opt=HPO_CAT10_OPT,
+    )
+    add(
+        "svc_breast_cancer",
+        HELD_OUT,
+        "real",
+        {
+            "C": hx.LogSpace(1e-3, 1e3),
+            "gamma": hx.LogSpace(1e-5, 1.0),
+            "kernel": hx.CategoricalSpace(("rbf", "sigmoid")),
+        },
+        svc_breast_cancer,
+        REFERENCE["svc_breast_cancer"],
+        40,
+        host=True,
+        reference=True,
+        tie=1 / 569,
+    )
+    add(
+        "tree_wine",
+        HELD_OUT,
+        "real",
+        {
+            "max_depth": hx.QLinearSpace(1, 20),
+            "min_samples_split": hx.QLinearSpace(2, 40),
+            "min_samples_leaf": hx.QLinearSpace(1, 20),
+            "max_features": hx.LinearSpace(0.1, 1.0),
+            "criterion": hx.CategoricalSpace(("gini", "entropy", "log_loss")),
+        },
+        tree_wine,
+        REFERENCE["tree_wine"],
+        50,
+        host=True,
+        reference=True,
+        tie=1 / 178,
+    )
+    add(
+        "knn_digits",
+        HELD_OUT,
+        "real",
+        {
+            "k": hx.QLogSpace(1, 100),
+            "weights": hx.CategoricalSpace(("uniform", "distance")),
+            "metric": hx.CategoricalSpace(("euclidean", "manhattan", "chebyshev")),
+            "components": hx.QLogSpace(2, 64),
+            "whiten": hx.CategoricalSpace(("no", "yes")),
+        },
+        knn_digits_small,
+        REFERENCE["knn_digits"],
+        30,
+        host=True,
+        reference=True,
+        tie=1 / 600,
+    )
     return {p.name: p for p in P}
 
 

@@ -16,7 +16,10 @@ def branin(key, p):
 
 space = {"x1": hx.LinearSpace(-5.0, 10.0), "x2": hx.LinearSpace(0.0, 15.0)}
 state, opt = hx.BayesianSearch.init(
-    space, n_max=40, maximize=False, **hx.recommended(n_parallel=1),
+    space,
+    n_max=40,
+    maximize=False,
+    **hx.recommended(n_parallel=1),
 )
 start = time.perf_counter()
 state, (params, results) = opt.optimize(state, jax.random.PRNGKey(0), branin)
@@ -24,5 +27,7 @@ for i in range(0, len(results), 5):
     best = min(float(r.min()) for r in results[: i + 5])
     print(f"evaluations {i + 5:3d}  best so far {best:.6f}")
 best = opt.best_params(state)
-print(f"best value {float(opt.best_result(state)):.6f} (optimum 0.397887) at "
-      f"x1={float(best['x1']):.4f}, x2={float(best['x2']):.4f}; {time.perf_counter() - start:.1f} s")
+print(
+    f"best value {float(opt.best_result(state)):.6f} (optimum 0.397887) at "
+    f"x1={float(best['x1']):.4f}, x2={float(best['x2']):.4f}; {time.perf_counter() - start:.1f} s"
+)

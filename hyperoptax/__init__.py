@@ -1,6 +1,5 @@
 """hyperoptax: hyperparameter optimisation in JAX and Equinox."""
 
-from . import acquisition, base, bayesian, checkpoint, gp, grid, host, kernels, random, spaces
 from .acquisition import (
     EI,
     PI,
@@ -15,8 +14,8 @@ from .acquisition import (
 from .base import Optimizer, OptimizerState
 from .bayesian import BayesianSearch, BayesianSearchState, recommended
 from .checkpoint import load_state, save_state
-from .host import evaluate_configs
 from .grid import GridSearch, GridSearchState
+from .host import evaluate_configs
 from .kernels import RBF, BaseKernel, Matern
 from .random import RandomSearch
 from .spaces import (

@@ -103,11 +103,14 @@ def _penalised(flat: FlatSpace, scores, Xq, X, m):
     return jnp.where(jnp.any(same, axis=1), -jnp.inf, scores)
 
 
-def _pick(opt: BayesianSearch, flat: FlatSpace, kernel, post, unit, y_best, X, m, x_best, key, use_gp):
+def _pick(
+    opt: BayesianSearch, flat: FlatSpace, kernel, post, unit, y_best, X, m, x_best, key, use_gp
+):
     """One point: the best of the candidates and of their L-BFGS refinements.
 
     While `use_gp` is false it is the first (uniformly random) candidate instead.
     """
+
     def score(Xq):
         return _score(opt, kernel, post, unit, y_best, Xq)
 
@@ -125,39 +128,48 @@ def _pick(opt: BayesianSearch, flat: FlatSpace, kernel, post, unit, y_best, X, m
 
 
 def believer_batch(
-    opt: BayesianSearch, flat: FlatSpace, kernel: BaseKernel, params: gp.GPParams,
-    U, z, unit, mask, key, use_gp,
+    opt: BayesianSearch,
+    flat: FlatSpace,
+    kernel: BaseKernel,
+    params: gp.GPParams,
+    data: gp.Dataset,
+    unit,
+    key,
+    use_gp,
 ) -> Array:
     """Kriging Believer: pick, hallucinate, refit, `n_parallel` times, as one scan.
 
-    `U` are the observed points on the unit cube, `z` and `unit` the model's targets
-    and scale (`_targets.model_targets`). Returns the batch on the unit cube,
+    `data` holds the observations on the unit cube with the model's targets, `unit`
+    the acquisitions' scale (`_targets.model_targets`). Returns the batch on the unit cube,
     `(n_parallel, n_params)`. While `use_gp` is false (warm-up, or no finite result
     yet) each pick is uniformly random instead: one code path, compiled once.
     """
-    n_max, d, P = U.shape[0], flat.n_params, opt.n_parallel
-    x_best = U[jnp.argmax(jnp.where(mask, z, -jnp.inf))]
+    n_max, d, P = data.X.shape[0], flat.n_params, opt.n_parallel
+    x_best = data.X[jnp.argmax(jnp.where(data.mask, data.y, -jnp.inf))]
 
-    def body(carry, inputs):
-        X, y, m = carry
+    def body(data, inputs):
+        X, y, m = data.X, data.y, data.mask
         j, k = inputs
         k_cand, k_hall = jax.random.split(k)
-        post = gp.fit(kernel, params, X, y, m, opt.jitter)
+        post = gp.fit(kernel, params, data, opt.jitter)
         # The believer takes its pseudo-observations for real: a hallucinated value
         # above the best becomes the incumbent the next picks must beat.
         y_best = incumbent(post, y, opt.jitter)
         x = _pick(opt, flat, kernel, post, unit, y_best, X, m, x_best, k_cand, use_gp)
         mean, std = gp.predict(kernel, post, x[None, :])
         # A scalar; hallucinations written for hyperoptax 0.2.0 return shape (1,).
-        h = unit * jnp.reshape(opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit), ())
+        h = unit * jnp.reshape(
+            opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit), ()
+        )
         slot = n_max + j
-        return (X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x
+        return gp.Dataset(X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x
 
-    dtype = U.dtype
-    carry = (
-        jnp.concatenate([U, jnp.zeros((P, d), dtype)]),
-        jnp.concatenate([z, jnp.zeros((P,), dtype)]),
-        jnp.concatenate([mask, jnp.zeros((P,), bool)]),
+    # Room for the batch's pseudo-observations after the buffers.
+    dtype = data.X.dtype
+    carry = gp.Dataset(
+        jnp.concatenate([data.X, jnp.zeros((P, d), dtype)]),
+        jnp.concatenate([data.y, jnp.zeros((P,), dtype)]),
+        jnp.concatenate([data.mask, jnp.zeros((P,), bool)]),
     )
     _, xs = jax.lax.scan(body, carry, (jnp.arange(P), jax.random.split(key, P)))
     return xs

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from . import gp
+from ._dtypes import is_f64
 
 __all__ = ["warp_medians", "model_targets"]
 
@@ -20,7 +20,7 @@ def warp_medians(dtype) -> float:
     See `model_targets`; measured in benchmarks/RESULTS.md ("The output warp in float64",
     "The float32 warp at two median gaps").
     """
-    return 10.0 if gp._f64(dtype) else 2.0
+    return 10.0 if is_f64(dtype) else 2.0
 
 
 def model_targets(y, mask, maximize: bool, n_params: int = 1):
@@ -42,7 +42,7 @@ def model_targets(y, mask, maximize: bool, n_params: int = 1):
     1% of the observed range per parameter", whatever the objective's scale or the
     number of observations. Per parameter, because the room a search must cover grows
     with the number of parameters: a margin fixed to the range makes PI creep around
-    the incumbent in more than two or three dimensions (benchmarks/RESULTS.md, "The seed
+    the incumbent in more than two or three dimensions (benchmarks/RESULTS.md, "The library
     defaults").
     """
     f = y if maximize else -y

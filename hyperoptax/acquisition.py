@@ -21,9 +21,10 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import erfcx, log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from ._checks import check_real
 
 __all__ = [
     "BaseAcquisition",
@@ -39,17 +40,6 @@ __all__ = [
 
 # Floor on the posterior std: keeps z finite where the model is (nearly) certain.
 _MIN_STD = 1e-9
-
-
-def _check_nonnegative(owner: str, name: str, value) -> None:
-    if isinstance(value, jax.core.Tracer):
-        return
-    # numpy, not jnp: validation must not be staged when a module is built under jit.
-    v = np.asarray(value)
-    if v.dtype == bool or not np.issubdtype(v.dtype, np.number):
-        raise TypeError(f"{owner}: `{name}` must be a real number, got {value!r}.")
-    if not (np.all(np.isfinite(v)) and np.all(v >= 0)):
-        raise ValueError(f"{owner}: `{name}` must be finite and non-negative, got {value!r}.")
 
 
 def _z(mean, std, y_max, margin, owner):
@@ -85,10 +75,14 @@ class BaseAcquisition(eqx.Module):
     """
 
     @abc.abstractmethod
-    def __call__(self, mean: Float[Array, "..."], std: Float[Array, "..."], y_max=None) -> Float[Array, "..."]:
+    def __call__(
+        self, mean: Float[Array, ...], std: Float[Array, ...], y_max=None
+    ) -> Float[Array, ...]:
         raise NotImplementedError
 
-    def score(self, mean: Float[Array, "..."], std: Float[Array, "..."], y_max=None) -> Float[Array, "..."]:
+    def score(
+        self, mean: Float[Array, ...], std: Float[Array, ...], y_max=None
+    ) -> Float[Array, ...]:
         return self(mean, std, y_max)
 
 
@@ -103,7 +97,7 @@ class EI(BaseAcquisition):
     xi: ArrayLike = 0.01
 
     def __check_init__(self):
-        _check_nonnegative("EI", "xi", self.xi)
+        check_real(type(self).__name__, "xi", self.xi, "non-negative")
 
     def __call__(self, mean, std, y_max=None):
         z, std = _z(mean, std, y_max, self.xi * std, "EI")
@@ -128,7 +122,7 @@ class PI(BaseAcquisition):
     xi: ArrayLike = 0.01
 
     def __check_init__(self):
-        _check_nonnegative("PI", "xi", self.xi)
+        check_real(type(self).__name__, "xi", self.xi, "non-negative")
 
     def __call__(self, mean, std, y_max=None):
         z, _ = _z(mean, std, y_max, self.xi, "PI")
@@ -145,7 +139,7 @@ class UCB(BaseAcquisition):
     kappa: ArrayLike = 2.0
 
     def __check_init__(self):
-        _check_nonnegative("UCB", "kappa", self.kappa)
+        check_real(type(self).__name__, "kappa", self.kappa, "non-negative")
 
     def __call__(self, mean, std, y_max=None):
         return mean + self.kappa * std
@@ -173,7 +167,9 @@ class BaseHallucination(eqx.Module):
     """
 
     @abc.abstractmethod
-    def __call__(self, mean: Float[Array, ""], std: Float[Array, ""], key: PRNGKeyArray, y_max) -> Float[Array, ""]:
+    def __call__(
+        self, mean: Float[Array, ""], std: Float[Array, ""], key: PRNGKeyArray, y_max
+    ) -> Float[Array, ""]:
         raise NotImplementedError
 
 
@@ -197,7 +193,7 @@ class UCBHallucination(BaseHallucination):
     kappa: ArrayLike = 2.0
 
     def __check_init__(self):
-        _check_nonnegative("UCBHallucination", "kappa", self.kappa)
+        check_real(type(self).__name__, "kappa", self.kappa, "non-negative")
 
     def __call__(self, mean, std, key, y_max):
         return _scalar(mean + self.kappa * std)
@@ -213,9 +209,8 @@ class ConstantHallucination(BaseHallucination):
     value: ArrayLike | None = None
 
     def __check_init__(self):
-        if self.value is not None and not isinstance(self.value, jax.core.Tracer):
-            if not np.all(np.isfinite(np.asarray(self.value, float))):
-                raise ValueError(f"ConstantHallucination: `value` must be finite, got {self.value!r}.")
+        if self.value is not None:
+            check_real(type(self).__name__, "value", self.value)
 
     def __call__(self, mean, std, key, y_max):
         value = y_max if self.value is None else self.value

@@ -13,13 +13,15 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree, Real
 
 from . import gp
-from .acquisition import EI, PI, UCB, BaseAcquisition, BaseHallucination, SampleHallucination
-from ._typing import typecheck
-from .base import Optimizer, OptimizerState, Results, as_results
-from .kernels import BaseKernel, Matern, Unordered
+from ._checks import check_callable, check_int, check_real, is_traced
+from ._dtypes import float_dtype, is_f64
 from ._suggest import believer_batch, incumbent
 from ._targets import model_targets
-from .spaces import FlatSpace, _float_dtype, flatten_space, from_configs, is_matrix
+from ._typing import typecheck
+from .acquisition import EI, PI, UCB, BaseAcquisition, BaseHallucination, SampleHallucination
+from .base import Optimizer, OptimizerState, Results, as_results
+from .kernels import BaseKernel, Matern, Unordered
+from .spaces import FlatSpace, flatten_space, from_configs, is_matrix
 
 __all__ = ["BayesianSearchState", "BayesianSearch", "recommended"]
 
@@ -27,7 +29,7 @@ _INIT_LOG_NOISE = math.log(1e-3)
 
 
 def _as_float_array(x):
-    return jnp.asarray(x, _float_dtype())
+    return jnp.asarray(x, float_dtype())
 
 
 class BayesianSearchState(OptimizerState):
@@ -74,19 +76,16 @@ def recommended(n_parallel: int = 1) -> dict[str, Any]:
     and an `n_warmup` of that many batches that the first 10 evaluations are uniformly
     random, whatever the batch size.
     """
-    _check_int("recommended", "n_parallel", n_parallel, 1)
-    common = dict(n_restarts=8, n_lbfgs_steps=30, n_parallel=n_parallel,
-                  n_warmup=math.ceil(_RECOMMENDED_WARMUP / n_parallel))
-    if gp._f64(_float_dtype()):
+    check_int("recommended", "n_parallel", n_parallel, 1)
+    common = dict(
+        n_restarts=8,
+        n_lbfgs_steps=30,
+        n_parallel=n_parallel,
+        n_warmup=math.ceil(_RECOMMENDED_WARMUP / n_parallel),
+    )
+    if is_f64(float_dtype()):
         return dict(kernel=Matern(nu=2.5), acquisition=UCB(kappa=1.0), **common)
     return dict(kernel=Matern(nu=1.5), acquisition=EI(), **common)
-
-
-def _check_int(owner, name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}: `{name}` must be an int, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{owner}: `{name}` must be at least {minimum}, got {value!r}.")
 
 
 _FRESH_EVERY = 8
@@ -137,11 +136,11 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
 
     def __check_init__(self):
         name = type(self).__name__
-        _check_int(name, "n_candidates", self.n_candidates, 1)
-        _check_int(name, "n_restarts", self.n_restarts, 0)
-        _check_int(name, "n_lbfgs_steps", self.n_lbfgs_steps, 0)
-        _check_int(name, "n_hparam_steps", self.n_hparam_steps, 0)
-        _check_int(name, "n_warmup", self.n_warmup, 0)
+        check_int(name, "n_candidates", self.n_candidates, 1)
+        check_int(name, "n_restarts", self.n_restarts, 0)
+        check_int(name, "n_lbfgs_steps", self.n_lbfgs_steps, 0)
+        check_int(name, "n_hparam_steps", self.n_hparam_steps, 0)
+        check_int(name, "n_warmup", self.n_warmup, 0)
         if self.n_restarts > self.n_candidates:
             raise ValueError(
                 f"{name}: `n_restarts` ({self.n_restarts}) cannot exceed `n_candidates` "
@@ -155,15 +154,10 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
             raise TypeError(
                 f"{name}: `acquisition` must be a BaseAcquisition, got {self.acquisition!r}."
             )
-        if not callable(self.hallucination):
-            raise TypeError(
-                f"{name}: `hallucination` must be callable as (mean, std, key, y_max), "
-                f"got {self.hallucination!r}."
-            )
-        if not isinstance(self.jitter, jax.core.Tracer):
-            j = np.asarray(self.jitter)
-            if not (np.all(np.isfinite(j)) and np.all(j >= 0)):
-                raise ValueError(f"{name}: `jitter` must be finite and non-negative, got {self.jitter!r}.")
+        check_callable(
+            name, "hallucination", self.hallucination, "hallucination(mean, std, key, y_max)"
+        )
+        check_real(name, "jitter", self.jitter, "non-negative")
 
     @classmethod
     def init(
@@ -174,14 +168,14 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         return optimizer._init_state(space, n_max), optimizer
 
     def _init_state(self, space: PyTree, n_max: int = 200) -> BayesianSearchState:
-        _check_int(type(self).__name__, "n_max", n_max, 1)
+        check_int(type(self).__name__, "n_max", n_max, 1)
         if n_max < self.n_parallel:
             raise ValueError(
                 f"{type(self).__name__}: n_max={n_max} cannot hold one batch of "
                 f"n_parallel={self.n_parallel} results; pass n_max >= n_parallel."
             )
         flat = flatten_space(space)
-        f = _float_dtype()
+        f = float_dtype()
         ls = jnp.broadcast_to(jnp.asarray(self.kernel.length_scale, f), (flat.n_params,))
         return BayesianSearchState(
             space,
@@ -194,7 +188,7 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
     def _free_slots(self, state: BayesianSearchState) -> int | None:
         """Unfilled slots of the buffers (`None` for a traced state, which cannot be read)."""
         # numpy, not jnp: under an outer `jit` a jnp sum of a concrete buffer is staged.
-        if isinstance(state.mask, jax.core.Tracer):
+        if is_traced(state.mask):
             return None
         return state.mask.shape[0] - int(np.sum(np.asarray(state.mask)))
 
@@ -246,7 +240,8 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
     ) -> BayesianSearchState:
         """Record new observations and update the GP hyperparameters.
 
-        Writes the batch into the next free slots of the buffers, then runs `n_hparam_steps` of Adam on the marginal likelihood once at least two
+        Writes the batch into the next free slots of the buffers, then runs
+        `n_hparam_steps` of Adam on the marginal likelihood once at least two
         observations exist. When fewer slots remain than results, only the first
         ones are recorded, with a warning (a traced state cannot warn: size `n_max`
         for the whole search; `optimize` and `optimize_scan` refuse an `n_iterations`
@@ -259,7 +254,9 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
             params: the batched params pytree from `get_next_params` (each leaf
                 `(n_parallel,)`) or a raw `(n_parallel, n_params)` array.
         """
-        flatten_space(state.space).check_batch(params, self.n_parallel, "BayesianSearch.update_state")
+        flatten_space(state.space).check_batch(
+            params, self.n_parallel, "BayesianSearch.update_state"
+        )
         results = as_results(results, self.n_parallel, type(self).__name__)
         free = self._free_slots(state)
         if free is not None and free < self.n_parallel:
@@ -373,7 +370,7 @@ def _best_index(opt: BayesianSearch, state: BayesianSearchState) -> Array:
     ok = state.mask & jnp.isfinite(state.y)
     z, _ = model_targets(state.y, state.mask, opt.maximize)
     params = _gp_params(state)
-    post = gp.fit(_model_kernel(opt, flat), params, _unit_inputs(flat, state), z, state.mask, opt.jitter)
+    post = gp.fit(_model_kernel(opt, flat), params, _dataset(flat, state, z), opt.jitter)
     # The targets are standardised, and the noise variance is on their scale.
     noise_sd = jnp.sqrt(gp.diagonal(params, opt.jitter, z.dtype))
     z_best = jnp.max(jnp.where(ok, z, -jnp.inf))
@@ -393,12 +390,15 @@ def _gp_params(state: BayesianSearchState) -> gp.GPParams:
     return gp.GPParams(state.log_length_scale, state.log_output_scale, state.log_noise)
 
 
-def _unit_inputs(flat: FlatSpace, state: BayesianSearchState) -> Array:
-    return jnp.where(state.mask[:, None], flat.to_unit(state.X), 0.0)
+def _dataset(flat: FlatSpace, state: BayesianSearchState, z) -> gp.Dataset:
+    """What the GP is conditioned on: the observations on the unit cube, the targets `z`."""
+    return gp.Dataset(jnp.where(state.mask[:, None], flat.to_unit(state.X), 0.0), z, state.mask)
 
 
 @eqx.filter_jit
-def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) -> BayesianSearchState:
+def _update(
+    opt: BayesianSearch, state: BayesianSearchState, results, params
+) -> BayesianSearchState:
     flat = flatten_space(state.space)
     X_new = flat.as_matrix(params)
     n_old = jnp.sum(state.mask)
@@ -414,7 +414,7 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) ->
     )
     if opt.n_hparam_steps == 0:
         return state
-    U, (z, _) = _unit_inputs(flat, state), model_targets(state.y, state.mask, opt.maximize)
+    z, _ = model_targets(state.y, state.mask, opt.maximize)
 
     # The fresh starts of the fit cost twice what refining the last fit does, so after the
     # first 16 observations they run when the count passes a multiple of 8.
@@ -423,7 +423,11 @@ def _update(opt: BayesianSearch, state: BayesianSearchState, results, params) ->
 
     def refit():
         return gp.fit_hyperparameters(
-            _model_kernel(opt, flat), _gp_params(state), U, z, state.mask, opt.jitter, opt.n_hparam_steps,
+            _model_kernel(opt, flat),
+            _gp_params(state),
+            _dataset(flat, state, z),
+            opt.jitter,
+            opt.n_hparam_steps,
             fresh_starts=fresh,
         )
 
@@ -440,7 +444,7 @@ def _predict(opt: BayesianSearch, state: BayesianSearchState, X):
     flat = flatten_space(state.space)
     z, unit = model_targets(state.y, state.mask, opt.maximize, flat.n_params)
     kernel = _model_kernel(opt, flat)
-    post = gp.fit(kernel, _gp_params(state), _unit_inputs(flat, state), z, state.mask, opt.jitter)
+    post = gp.fit(kernel, _gp_params(state), _dataset(flat, state, z), opt.jitter)
     mean, std = gp.predict(kernel, post, flat.to_unit(X))
     y_best = incumbent(post, z, opt.jitter) / unit
     return mean / unit, std / unit, opt.acquisition(mean / unit, std / unit, y_best)
@@ -453,6 +457,14 @@ def _suggest(opt: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArray)
     n_finite = jnp.sum(state.mask & jnp.isfinite(state.y))
     use_gp = (n_obs >= opt.n_warmup * opt.n_parallel) & (n_finite >= 1)
     z, unit = model_targets(state.y, state.mask, opt.maximize, flat.n_params)
-    batch = believer_batch(opt, flat, _model_kernel(opt, flat), _gp_params(state), _unit_inputs(flat, state),
-                           z, unit, state.mask, key, use_gp)
+    batch = believer_batch(
+        opt,
+        flat,
+        _model_kernel(opt, flat),
+        _gp_params(state),
+        _dataset(flat, state, z),
+        unit,
+        key,
+        use_gp,
+    )
     return flat.from_unit(batch)

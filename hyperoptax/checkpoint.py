@@ -73,7 +73,9 @@ def _describe_leaf(space: Space) -> str:
 def _describe_space(space: PyTree) -> str:
     """Each parameter's path and space, in pytree order (dict keys sorted)."""
     leaves = jax.tree_util.tree_flatten_with_path(space, is_leaf=lambda x: isinstance(x, Space))[0]
-    return ", ".join(f"{jax.tree_util.keystr(path) or '<root>'}: {_describe_leaf(leaf)}" for path, leaf in leaves)
+    return ", ".join(
+        f"{jax.tree_util.keystr(path) or '<root>'}: {_describe_leaf(leaf)}" for path, leaf in leaves
+    )
 
 
 def _optimizer_fingerprint(optimizer: Optimizer | None) -> str | None:
@@ -144,7 +146,9 @@ def _write_atomic(path: Path, header: dict, payload: PyTree) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
     data = _encode(header, payload)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -182,7 +186,9 @@ def check_writable(path: str | os.PathLike) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=directory)
+        fd, probe = tempfile.mkstemp(
+            prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=directory
+        )
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -220,13 +226,22 @@ def _split(data: bytes, path) -> tuple[dict, bytes]:
         payload = data[start + size :]
     if header.get("format") not in (1, _FORMAT):
         raise ValueError(
-            f"{path}: checkpoint format {header.get('format')!r}, this version reads 1 and {_FORMAT}."
+            f"{path}: checkpoint format {header.get('format')!r}, "
+            f"this version reads 1 and {_FORMAT}."
         )
     return header, payload
 
 
 def read_header(path: str | os.PathLike) -> dict:
-    """The JSON header of a checkpoint file (what it was made for), after checking its checksum."""
+    """The JSON header of a checkpoint file, after checking its checksum.
+
+    A dict saying what the file was made for: `"format"`, `"state"` (the state's
+    class), `"space"`, `"optimizer"` (its configuration), `"arrays"` (shapes and
+    dtypes) and `"extra"`. For the checkpoint of a running search `"extra"` holds the
+    loop position: `"iteration"` (iterations done), `"n_iterations"` and `"stopped"`
+    (whether a callback stopped it). Raises `ValueError` for a file that is damaged or
+    not a hyperoptax checkpoint.
+    """
     return _split(Path(path).read_bytes(), path)[0]
 
 
@@ -292,7 +307,9 @@ def load_state(
 
 def _history_treedef(state: OptimizerState):
     flat = flatten_space(state.space)
-    return jax.tree_util.tree_structure((jax.tree_util.tree_unflatten(flat.treedef, [0] * flat.n_params), 0))
+    return jax.tree_util.tree_structure(
+        (jax.tree_util.tree_unflatten(flat.treedef, [0] * flat.n_params), 0)
+    )
 
 
 def _history_like(described: list, state: OptimizerState) -> PyTree:
@@ -313,51 +330,80 @@ def state_digest(state: OptimizerState) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-def save_run(path, optimizer, state, key, n_iterations, start_digest, params_hist, results_hist, stopped) -> None:
-    """Checkpoint a running search: its state, loop position, history and where it started."""
-    history = (
-        jax.tree_util.tree_map(lambda *xs: np.stack([to_host(x) for x in xs]), *params_hist),
-        np.stack([to_host(r) for r in results_hist]),
-    )
-    extra = {
-        "iteration": len(results_hist),
-        "n_iterations": n_iterations,
-        "key": _key_list(key),
-        "start": start_digest,
-        "stopped": stopped,
-        "history": _describe_arrays(history),
-    }
-    _write_atomic(Path(path), _header(state, optimizer, extra), (state, history))
+class RunCheckpoint:
+    """The checkpoint file of one running search (`optimize(..., checkpoint=path)`).
 
-
-def resume_run(path, optimizer, state, key, n_iterations, start_digest):
-    """Read a running search's checkpoint made by the same call.
-
-    Returns `(state, params_hist, results_hist, iterations_done, stopped)`. Refuses a
-    checkpoint of another search, of the same search called with another key or number
-    of iterations, or started from another state (for example one warm-started with
-    other observations).
+    Made before the search evaluates anything: it checks that `path` can be written and
+    records what the run is (optimizer, key, number of iterations, a digest of the state
+    it starts from), so that `resume` accepts only a checkpoint of the same call.
     """
-    header, state, history = _read_checked(path, state, optimizer)
-    extra = header["extra"]
-    if history is None:
-        raise ValueError(f"{path} holds a saved state, not a running search's checkpoint.")
-    expected = {"key": _key_list(key), "n_iterations": n_iterations}
-    for name, value in expected.items():
-        if extra[name] != value:
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        optimizer: Optimizer,
+        state: OptimizerState,
+        key,
+        n_iterations: int,
+    ):
+        check_writable(path)
+        self.path = path
+        self.optimizer = optimizer
+        self.key = _key_list(key)
+        self.n_iterations = n_iterations
+        self.start = state_digest(state)
+
+    def resume(self, state: OptimizerState) -> tuple[OptimizerState, list, list, int, bool]:
+        """`(state, params_hist, results_hist, iterations_done, stopped)`: from the file
+        when it exists, else the fresh start.
+
+        Refuses a checkpoint of another search, of the same search called with another
+        key or number of iterations, or started from another state (for example one
+        warm-started with other observations).
+        """
+        if not os.path.exists(self.path):
+            return state, [], [], 0, False
+        path = self.path
+        header, state, history = _read_checked(path, state, self.optimizer)
+        extra = header["extra"]
+        if history is None:
+            raise ValueError(f"{path} holds a saved state, not a running search's checkpoint.")
+        expected = {"key": self.key, "n_iterations": self.n_iterations}
+        for name, value in expected.items():
+            if extra[name] != value:
+                raise ValueError(
+                    f"{path} is the checkpoint of a run with {name}={extra[name]!r}, but this run "
+                    f"has {name}={value!r}. Pass the same arguments to resume it, or another "
+                    f"checkpoint path to start a new search."
+                )
+        if extra.get("start", self.start) != self.start:
             raise ValueError(
-                f"{path} is the checkpoint of a run with {name}={extra[name]!r}, but this run "
-                f"has {name}={value!r}. Pass the same arguments to resume it, or another "
-                f"checkpoint path to start a new search."
+                f"{path} is the checkpoint of a run that started from another state (for "
+                f"example one warm-started with other observations). Pass the state that run "
+                f"started from to resume it, or another checkpoint path to start a new search."
             )
-    if extra.get("start", start_digest) != start_digest:
-        raise ValueError(
-            f"{path} is the checkpoint of a run that started from another state (for "
-            f"example one warm-started with other observations). Pass the state that run "
-            f"started from to resume it, or another checkpoint path to start a new search."
+        params, results = history
+        done = extra["iteration"]
+        params_hist = [
+            jax.tree_util.tree_map(lambda a, i=i: jnp.asarray(a[i]), params) for i in range(done)
+        ]
+        results_hist = [jnp.asarray(results[i]) for i in range(done)]
+        return state, params_hist, results_hist, done, extra["stopped"]
+
+    def save(
+        self, state: OptimizerState, params_hist: list, results_hist: list, stopped: bool
+    ) -> None:
+        """Save the run after an iteration: state, loop position, history, how it started."""
+        history = (
+            jax.tree_util.tree_map(lambda *xs: np.stack([to_host(x) for x in xs]), *params_hist),
+            np.stack([to_host(r) for r in results_hist]),
         )
-    params, results = history
-    done = extra["iteration"]
-    params_hist = [jax.tree_util.tree_map(lambda a: jnp.asarray(a[i]), params) for i in range(done)]
-    results_hist = [jnp.asarray(results[i]) for i in range(done)]
-    return state, params_hist, results_hist, done, extra["stopped"]
+        extra = {
+            "iteration": len(results_hist),
+            "n_iterations": self.n_iterations,
+            "key": self.key,
+            "start": self.start,
+            "stopped": stopped,
+            "history": _describe_arrays(history),
+        }
+        _write_atomic(Path(self.path), _header(state, self.optimizer, extra), (state, history))

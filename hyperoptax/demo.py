@@ -109,7 +109,9 @@ def _format(config: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the demo search; returns the best configuration and its validation error."""
-    ap = argparse.ArgumentParser(prog="python -m hyperoptax.demo", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m hyperoptax.demo", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--evaluations", type=int, default=40, help="total configurations to train")
     ap.add_argument("--parallel", type=int, default=4, help="configurations trained at once")
     ap.add_argument("--seed", type=int, default=0)
@@ -121,17 +123,25 @@ def main(argv: list[str] | None = None) -> dict:
         flush=True,
     )
     state, opt = BayesianSearch.init(
-        SPACE, n_max=args.evaluations, maximize=False, **recommended(n_parallel=args.parallel),
+        SPACE,
+        n_max=args.evaluations,
+        maximize=False,
+        **recommended(n_parallel=args.parallel),
     )
     t0, best = time.perf_counter(), [np.inf]
 
     def report(i, state, params, results):
-        for config, err in zip(to_configs(params), np.asarray(results)):
+        for config, err in zip(to_configs(params), np.asarray(results), strict=True):
             mark = " *" if err < best[0] else ""
             best[0] = min(best[0], float(err))
-            print(f"  [{time.perf_counter() - t0:5.1f} s] {_format(config)} -> error {err:.4f}{mark}", flush=True)
+            print(
+                f"  [{time.perf_counter() - t0:5.1f} s] {_format(config)} -> error {err:.4f}{mark}",
+                flush=True,
+            )
 
-    state, _ = opt.optimize(state, jax.random.PRNGKey(args.seed), mlp_validation_error, callback=report)
+    state, _ = opt.optimize(
+        state, jax.random.PRNGKey(args.seed), mlp_validation_error, callback=report
+    )
     config = {k: np.asarray(v).item() for k, v in opt.best_params(state).items()}
     error = float(opt.best_result(state))
     print(f"Best after {int(state.mask.sum())} configurations ({time.perf_counter() - t0:.1f} s):")

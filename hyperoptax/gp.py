@@ -18,10 +18,12 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float
 
+from ._dtypes import is_f64
 from ._typing import typecheck
 from .kernels import BaseKernel
 
 __all__ = [
+    "Dataset",
     "GPParams",
     "Posterior",
     "fit",
@@ -40,21 +42,18 @@ LOG_LS_BOUNDS = (math.log(0.01), math.log(100.0))
 LOG_OUTPUT_BOUNDS = (math.log(0.05), math.log(20.0))
 # Noise floor, a fraction of the standardised variance, added to `jitter` on the
 # diagonal. In float32 the diagonal is mostly `jitter` (1e-6 by default), what the
-# factorisation of clustered points needs; a floor of 1e-6 on top of it blurred the
-# model near the optimum (Hartmann-6 runs stalled at regrets of 1e-4). Factorisations
-# that fail with 1e-7 (usually none, up to a fifth of them in a run that has piled up
-# points) are retried with a larger diagonal (`_cholesky`). float64
-# resolves much finer differences with a far lower floor. (A floor at float64's
-# precision, far below 1e-10, let the model grow overconfident and stall in local
-# optima.) benchmarks/RESULTS.md, "The float32 noise floor".
+# factorisation of clustered points needs; the floor sits below it so that it does not
+# blur the model near the optimum, and the rare factorisation that fails is retried
+# with a larger diagonal (`_cholesky`). float64 resolves much finer differences with a
+# far lower floor, though not one at its precision, which makes the model
+# overconfident. benchmarks/RESULTS.md, "The float32 noise floor".
 LOG_NOISE_MIN = math.log(1e-7)
 LOG_NOISE_MIN_F64 = math.log(1e-10)
 LOG_NOISE_MAX = math.log(0.5)
 # Hyperparameters are fitted on at most this many observations (spread over the whole
 # history): each Adam step factorises the Gram matrix, O(n^3), and 128 points pin down
-# length scales, output scale and noise as well as more do (200-evaluation searches
-# ended as close to the optimum with 128 as with 256, at half the wall time;
-# benchmarks/RESULTS.md, "Speed"). Buffers of at most this size are fitted whole.
+# length scales, output scale and noise as well as more do (benchmarks/RESULTS.md,
+# "Speed"). Buffers of at most this size are fitted whole.
 MAX_FIT_POINTS = 128
 
 
@@ -74,13 +73,9 @@ class GPParams(eqx.Module):
         )
 
 
-def _f64(dtype) -> bool:
-    return jnp.finfo(dtype).bits > 32
-
-
 def log_noise_min(dtype) -> float:
     """The lower bound on the log noise variance for arrays of `dtype`."""
-    return LOG_NOISE_MIN_F64 if _f64(dtype) else LOG_NOISE_MIN
+    return LOG_NOISE_MIN_F64 if is_f64(dtype) else LOG_NOISE_MIN
 
 
 def effective_jitter(jitter, dtype):
@@ -89,7 +84,7 @@ def effective_jitter(jitter, dtype):
     The default 1e-6 is what float32 needs to factorise clustered points; in float64 the
     same diagonal would blur differences float64 can resolve.
     """
-    if not _f64(dtype):
+    if not is_f64(dtype):
         return jitter
     return jitter * float(jnp.finfo(dtype).eps / jnp.finfo(jnp.float32).eps)
 
@@ -97,6 +92,19 @@ def effective_jitter(jitter, dtype):
 def diagonal(params: GPParams, jitter, dtype):
     """What the Gram matrix adds on the diagonal of observed rows: noise plus jitter."""
     return jnp.exp(params.log_noise) + effective_jitter(jitter, dtype)
+
+
+class Dataset(eqx.Module):
+    """The observations a GP is conditioned on, in fixed-size buffers.
+
+    `X` holds inputs on the unit cube, `y` the standardised targets, and `mask` marks
+    the rows that hold an observation; the other rows are ignored (their values do
+    not matter), so the buffers can be written in place as a search goes on.
+    """
+
+    X: Float[Array, "n d"]
+    y: Float[Array, " n"]
+    mask: Bool[Array, " n"]
 
 
 class Posterior(eqx.Module):
@@ -114,11 +122,17 @@ def _cross(kernel: BaseKernel, params: GPParams, A, B):
     return sf2 * kernel(A, B, jnp.exp(params.log_length_scale))
 
 
-def _masked_gram(kernel, params, X, mask, jitter):
-    K = _cross(kernel, params, X, X)
+def _gram(K, params: GPParams, mask, jitter):
+    """The masked Gram matrix from the covariances `K` of the rows, and the mask of
+    observed pairs: masked rows and columns become identity rows, observed ones get
+    noise and jitter on the diagonal."""
     both = mask[:, None] & mask[None, :]
-    diag = jnp.where(mask, diagonal(params, jitter, X.dtype), 1.0)
-    return jnp.where(both, K, 0.0) + jnp.diag(diag)
+    diag = jnp.where(mask, diagonal(params, jitter, K.dtype), 1.0)
+    return jnp.where(both, K, 0.0) + jnp.diag(diag), both
+
+
+def _masked_gram(kernel, params, X, mask, jitter):
+    return _gram(_cross(kernel, params, X, X), params, mask, jitter)[0]
 
 
 @jax.custom_batching.custom_vmap
@@ -128,11 +142,11 @@ def _cholesky_one_by_one(K):
 
 @_cholesky_one_by_one.def_vmap
 def _cholesky_vmap(axis_size, in_batched, K):
-    # Under vmap, factorise the batch one matrix at a time. jaxlib's batched CPU
+    # Under vmap, factorise the batch one matrix at a time: jaxlib's batched CPU
     # Cholesky splits a batch over XLA's thread pool and blocks its own thread until
-    # the pieces finish; run from a pool thread, it can wait for pieces no thread will
-    # pick up: 64 searches under one `filter_vmap` hung for good. The matrices here
-    # are small, so the loop costs little.
+    # the pieces finish, so run from a pool thread it can deadlock (many searches
+    # under one `filter_vmap`; benchmarks/RESULTS.md, "Speed"). The matrices here are
+    # small, so the loop costs little.
     (batched,) = in_batched
     if not batched:
         return _cholesky_one_by_one(K), False
@@ -163,25 +177,19 @@ def _cholesky(K, jitter):
     eye = jnp.eye(K.shape[0], dtype=K.dtype)
     return jax.lax.cond(
         jnp.any(jnp.isnan(L)),
-        lambda: cholesky(K + (1e3 * jitter + (1e-8 if _f64(K.dtype) else 1e-4)) * eye),
+        lambda: cholesky(K + (1e3 * jitter + (1e-8 if is_f64(K.dtype) else 1e-4)) * eye),
         lambda: L,
     )
 
 
 @typecheck
-def fit(
-    kernel: BaseKernel,
-    params: GPParams,
-    X: Float[Array, "n d"],
-    y: Float[Array, " n"],
-    mask: Bool[Array, " n"],
-    jitter,
-) -> Posterior:
-    """Condition the GP on the masked observations `(X, y)`."""
+def fit(kernel: BaseKernel, params: GPParams, data: Dataset, jitter) -> Posterior:
+    """Condition the GP on the observations in `data`."""
+    X, mask = data.X, data.mask
     L = _cholesky(_masked_gram(kernel, params, X, mask, jitter), effective_jitter(jitter, X.dtype))
     # Triangular solves rather than an explicit inverse: float32 needs the accuracy
     # to resolve the objective near the optimum.
-    alpha = jax.scipy.linalg.cho_solve((L, True), jnp.where(mask, y, 0.0))
+    alpha = jax.scipy.linalg.cho_solve((L, True), jnp.where(mask, data.y, 0.0))
     return Posterior(X, mask, L, alpha, params)
 
 
@@ -212,17 +220,12 @@ def fitted_mean(post: Posterior, y: Float[Array, " n"], jitter) -> Float[Array, 
 
 @typecheck
 def neg_log_marginal_likelihood(
-    kernel: BaseKernel,
-    params: GPParams,
-    X: Float[Array, "n d"],
-    y: Float[Array, " n"],
-    mask: Bool[Array, " n"],
-    jitter,
+    kernel: BaseKernel, params: GPParams, data: Dataset, jitter
 ) -> Float[Array, ""]:
-    """Negative log marginal likelihood of the masked observations."""
-    post = fit(kernel, params, X, y, mask, jitter)
-    y = jnp.where(mask, y, 0.0)
-    n = jnp.sum(mask)
+    """Negative log marginal likelihood of the observations in `data`."""
+    post = fit(kernel, params, data, jitter)
+    y = jnp.where(data.mask, data.y, 0.0)
+    n = jnp.sum(data.mask)
     return (
         0.5 * jnp.dot(y, post.alpha)
         + jnp.sum(jnp.log(jnp.diagonal(post.chol)))
@@ -260,14 +263,16 @@ def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
     return ls + out + noise
 
 
-def neg_log_posterior(kernel, params: GPParams, X, y, mask, jitter) -> Float[Array, ""]:
+def neg_log_posterior(
+    kernel: BaseKernel, params: GPParams, data: Dataset, jitter
+) -> Float[Array, ""]:
     """What the hyperparameter fit minimises: the negative log marginal likelihood plus the
     negative log prior (`inf` where the factorisation fails)."""
-    v = neg_log_marginal_likelihood(kernel, params, X, y, mask, jitter) + _neg_log_prior(params)
+    v = neg_log_marginal_likelihood(kernel, params, data, jitter) + _neg_log_prior(params)
     return jnp.where(jnp.isfinite(v), v, jnp.inf)
 
 
-def _value_and_grad(kernel, params, X, y, mask, jitter) -> tuple[Array, GPParams]:
+def _value_and_grad(kernel, params, data: Dataset, jitter) -> tuple[Array, GPParams]:
     """NLL + negative log prior and its gradient in closed form, one factorisation per call.
 
     With `W = (K^-1 - a a^T) / 2`, `a = K^-1 y`, the NLL gradient is `sum(W * dK/dp)`.
@@ -277,26 +282,29 @@ def _value_and_grad(kernel, params, X, y, mask, jitter) -> tuple[Array, GPParams
     profile, so every kernel gets this for free. Unlike reverse-mode through the
     Cholesky, nothing is differentiated but the elementwise profile.
     """
-    n, f = X.shape[0], X.dtype
+    X, mask = data.X, data.mask
+    n, dtype = X.shape[0], X.dtype
     ls = jnp.exp(params.log_length_scale)
     sf2 = jnp.exp(2 * params.log_output_scale)
     noise = jnp.exp(params.log_noise)
     r2 = kernel.sqdist(X, X, ls)
     prof, dprof = jax.jvp(kernel.profile, (r2,), (jnp.ones_like(r2),))
-    both = mask[:, None] & mask[None, :]
-    diag = diagonal(params, jitter, f)
-    K = jnp.where(both, sf2 * prof, 0.0) + jnp.diag(jnp.where(mask, diag, 1.0))
-    eye = jnp.eye(n, dtype=f)
-    L = _cholesky(K, effective_jitter(jitter, f))
+    K, both = _gram(sf2 * prof, params, mask, jitter)
+    eye = jnp.eye(n, dtype=dtype)
+    L = _cholesky(K, effective_jitter(jitter, dtype))
     L_inv = jax.scipy.linalg.solve_triangular(L, eye, lower=True)
     K_inv = L_inv.T @ L_inv
-    y = jnp.where(mask, y, 0.0)
+    y = jnp.where(mask, data.y, 0.0)
     a = K_inv @ y
     W = jnp.where(both, 0.5 * (K_inv - a[:, None] * a[None, :]), 0.0)
     prior_value, prior = jax.value_and_grad(_neg_log_prior)(params)
     # Masked rows are identity rows: they add log(1) = 0 and nothing to y.a.
-    value = (0.5 * jnp.dot(y, a) + jnp.sum(jnp.log(jnp.diagonal(L)))
-             + 0.5 * jnp.sum(mask) * math.log(2 * math.pi) + prior_value)
+    value = (
+        0.5 * jnp.dot(y, a)
+        + jnp.sum(jnp.log(jnp.diagonal(L)))
+        + 0.5 * jnp.sum(mask) * math.log(2 * math.pi)
+        + prior_value
+    )
     grad = GPParams(
         -2.0 * sf2 * kernel.sqdist_contract(X, X, ls, W * dprof) + prior.log_length_scale,
         2.0 * sf2 * jnp.sum(W * prof) + prior.log_output_scale,
@@ -305,30 +313,26 @@ def _value_and_grad(kernel, params, X, y, mask, jitter) -> tuple[Array, GPParams
     return jnp.where(jnp.isfinite(value), value, jnp.inf), grad
 
 
-def spread_subset(
-    X: Float[Array, "n d"], y: Float[Array, " n"], mask: Bool[Array, " n"], m: int
-) -> tuple[Float[Array, "m d"], Float[Array, " m"], Bool[Array, " m"]]:
-    """A masked buffer of `m` rows holding at most `m` of the observed rows.
+def spread_subset(data: Dataset, m: int) -> Dataset:
+    """A dataset of `m` rows holding at most `m` of the observed rows of `data`.
 
     All observed rows when there are at most `m`; otherwise `m` of them evenly spaced
     in buffer order (for a search: over its whole history, old and recent alike).
     """
-    n_obs = jnp.sum(mask)
+    n_obs = jnp.sum(data.mask)
     i = jnp.arange(m)
     # 0-based rank among the observed rows of each row to take.
     ranks = jnp.where(n_obs > m, (i * n_obs) // m, i)
-    rows = jnp.searchsorted(jnp.cumsum(mask), ranks + 1)
-    rows = jnp.minimum(rows, X.shape[0] - 1)
-    return X[rows], y[rows], i < n_obs
+    rows = jnp.searchsorted(jnp.cumsum(data.mask), ranks + 1)
+    rows = jnp.minimum(rows, data.X.shape[0] - 1)
+    return Dataset(data.X[rows], data.y[rows], i < n_obs)
 
 
 @typecheck
 def fit_hyperparameters(
     kernel: BaseKernel,
     params: GPParams,
-    X: Float[Array, "n d"],
-    y: Float[Array, " n"],
-    mask: Bool[Array, " n"],
+    data: Dataset,
     jitter,
     n_steps: int,
     learning_rate: float = 0.1,
@@ -349,13 +353,13 @@ def fit_hyperparameters(
     (a traced bool is fine) only `params` is refined, a third of the cost.
     """
     opt = optax.adam(learning_rate)
-    if X.shape[0] > max_points:
-        X, y, mask = spread_subset(X, y, mask, max_points)
-    y = jnp.where(mask, y, 0.0)
+    if data.X.shape[0] > max_points:
+        data = spread_subset(data, max_points)
+    data = Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
 
     def step(carry, _):
         p, s, best_p, best_v = carry
-        v, g = _value_and_grad(kernel, p, X, y, mask, jitter)
+        v, g = _value_and_grad(kernel, p, data, jitter)
         better = v < best_v
         best_p = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), p, best_p)
         best_v = jnp.where(better, v, best_v)
@@ -367,12 +371,16 @@ def fit_hyperparameters(
     def run(p):
         inf = jnp.asarray(jnp.inf, p.log_output_scale.dtype)
         # One step more than asked: the last one only scores the final iterate.
-        (_, _, best_p, best_v), _ = jax.lax.scan(step, (p, opt.init(p), p, inf), None, length=n_steps + 1)
+        (_, _, best_p, best_v), _ = jax.lax.scan(
+            step, (p, opt.init(p), p, inf), None, length=n_steps + 1
+        )
         return best_p, best_v
 
     d, dtype = params.log_length_scale.shape[0], params.log_length_scale.dtype
     fresh = prior_mode(d, dtype)
-    noisy = GPParams(fresh.log_length_scale, fresh.log_output_scale, jnp.asarray(_NOISY_START, dtype))
+    noisy = GPParams(
+        fresh.log_length_scale, fresh.log_output_scale, jnp.asarray(_NOISY_START, dtype)
+    )
     starts = jax.tree_util.tree_map(lambda *a: jnp.stack(a), params.clip(), fresh, noisy)
 
     def all_starts():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
 import warnings
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from ._checks import is_traced
+from ._dtypes import float_dtype
 from ._typing import typecheck
 from .base import Optimizer, OptimizerState, Results, as_results
-from .spaces import CategoricalSpace, DiscreteSpace, Space, _float_dtype, flatten_space
+from .spaces import CategoricalSpace, DiscreteSpace, Space, flatten_space
 
 __all__ = ["GridSearchState", "GridSearch"]
 
@@ -76,7 +78,7 @@ class GridSearch(Optimizer[GridSearchState]):
     def _init_state(self, space: PyTree, key: PRNGKeyArray | None = None) -> GridSearchState:
         flat = flatten_space(space)
         leaves = jax.tree_util.tree_leaves(space, is_leaf=lambda x: isinstance(x, Space))
-        for path, leaf in zip(flat.paths, leaves):
+        for path, leaf in zip(flat.paths, leaves, strict=True):
             if not isinstance(leaf, DiscreteSpace | CategoricalSpace):
                 raise ValueError(
                     f"GridSearch: every space must be a DiscreteSpace or CategoricalSpace; "
@@ -114,12 +116,12 @@ class GridSearch(Optimizer[GridSearchState]):
                 stacklevel=3,
             )
         return GridSearchState(
-            space, jnp.asarray(grid[:n_keep], _float_dtype()), jnp.asarray(0, jnp.int32)
+            space, jnp.asarray(grid[:n_keep], float_dtype()), jnp.asarray(0, jnp.int32)
         )
 
     def _remaining(self, state: GridSearchState) -> int | None:
         """Whole batches left in the grid; `None` when the state is traced."""
-        if isinstance(state.grid_idx, jax.core.Tracer):
+        if is_traced(state.grid_idx):
             return None
         return (state.grid.shape[0] - int(state.grid_idx)) // self.n_parallel
 
@@ -131,7 +133,11 @@ class GridSearch(Optimizer[GridSearchState]):
 
     def _n_iterations(self, state, n_iterations):
         n = super()._n_iterations(state, n_iterations)
-        if n_iterations is not None and self._remaining(state) is not None and n > self._remaining(state):
+        if (
+            n_iterations is not None
+            and self._remaining(state) is not None
+            and n > self._remaining(state)
+        ):
             raise ValueError(
                 f"GridSearch: {n} iterations requested but only {self._remaining(state)} "
                 f"batches of the grid remain (the grid would be exhausted)."
@@ -153,7 +159,7 @@ class GridSearch(Optimizer[GridSearchState]):
         `params` and `results` are unused (they are in the signature the API reference
         gives every optimizer).
         """
-        if not isinstance(state.grid_idx, jax.core.Tracer):
+        if not is_traced(state.grid_idx):
             if int(state.grid_idx) + self.n_parallel > state.grid.shape[0]:
                 raise ValueError(
                     f"GridSearch: the grid is exhausted: all {state.grid.shape[0]} "

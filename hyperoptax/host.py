@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["evaluate_configs"]
+__all__ = ["evaluate_configs", "check_on_error"]
 
 _ON_ERROR = ("record", "raise")
 
 
-def _check_on_error(on_error: str) -> None:
+def check_on_error(on_error: str) -> None:
     if on_error not in _ON_ERROR:
         raise ValueError(f"`on_error` must be one of {_ON_ERROR}, got {on_error!r}.")
 
@@ -36,7 +36,9 @@ def _as_float(value: Any) -> float:
     return float(arr.reshape(()))
 
 
-def _failed(config, error: BaseException | None, value=None, why: str = "not a finite real number") -> None:
+def _failed(
+    config, error: BaseException | None, value=None, why: str = "not a finite real number"
+) -> None:
     if error is None:
         what = f"returned {value!r}, {why}"
     else:
@@ -68,7 +70,7 @@ def evaluate_configs(
     `ValueError`). With `dtype` (the search's float dtype), a result too large for it
     (1e39 in float32) has failed too, rather than becoming `inf` on the way in.
     """
-    _check_on_error(on_error)
+    check_on_error(on_error)
     biggest = math.inf if dtype is None else float(np.finfo(dtype).max)
     calls: list[Callable[[], Any]]
     if executor is not None:
@@ -77,7 +79,7 @@ def evaluate_configs(
     else:
         calls = [functools.partial(objective, c) for c in configs]
     out = np.full(len(configs), np.nan)
-    for i, (config, call) in enumerate(zip(configs, calls)):
+    for i, (config, call) in enumerate(zip(configs, calls, strict=True)):
         try:
             raw = call()
         except Exception as e:
@@ -98,7 +100,10 @@ def evaluate_configs(
             _failed(config, None, raw)
             continue
         if abs(value) > biggest:
-            why = f"beyond the range of {np.dtype(dtype).name} (+-{biggest:.4g}) the search records results in"
+            why = (
+                f"beyond the range of {np.dtype(dtype).name} (+-{biggest:.4g}) "
+                f"the search records results in"
+            )
             if on_error == "raise":
                 raise ValueError(f"the objective returned {value!r} for {config!r}, {why}")
             _failed(config, None, raw, why)

@@ -11,8 +11,9 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
+
+from ._checks import check_real
 
 __all__ = ["BaseKernel", "RBF", "Matern", "Unordered"]
 
@@ -27,14 +28,6 @@ def _safe_sqrt(d2):
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, d2, 1.0)), 0.0)
 
 
-def _check_length_scale(owner: str, length_scale) -> None:
-    if isinstance(length_scale, jax.core.Tracer):
-        return
-    ls = np.asarray(length_scale, float)
-    if not (np.all(np.isfinite(ls)) and np.all(ls > 0)):
-        raise ValueError(f"{owner}: `length_scale` must be positive and finite, got {length_scale!r}.")
-
-
 class BaseKernel(eqx.Module):
     """Abstract base class for stationary, unit-variance positive-definite kernels.
 
@@ -46,13 +39,15 @@ class BaseKernel(eqx.Module):
     length_scale: eqx.AbstractVar[ArrayLike]
 
     def __check_init__(self):
-        _check_length_scale(type(self).__name__, self.length_scale)
+        check_real(type(self).__name__, "length_scale", self.length_scale, "positive")
 
     @abc.abstractmethod
-    def profile(self, d2: Float[Array, "..."]) -> Float[Array, "..."]:
+    def profile(self, d2: Float[Array, ...]) -> Float[Array, ...]:
         """Covariance as a function of the squared scaled distance."""
 
-    def dim_sqdist(self, xk: Float[Array, " n"], yk: Float[Array, " m"], k: Array) -> Float[Array, "n m"]:
+    def dim_sqdist(
+        self, xk: Float[Array, " n"], yk: Float[Array, " m"], k: Array
+    ) -> Float[Array, "n m"]:
         """Unscaled squared distance along dimension `k` (a traced index).
 
         Direct differences: exact at small distances, which float32 needs near the

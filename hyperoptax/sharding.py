@@ -55,7 +55,9 @@ def shard_batch(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
     if mesh is None:
         return tree
-    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, replicated(mesh)), tree)
+    return jax.tree_util.tree_map(
+        lambda x: jax.lax.with_sharding_constraint(x, replicated(mesh)), tree
+    )
 
 
 def to_host(x: Any) -> np.ndarray:

@@ -27,6 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
+from ._checks import check_real, is_traced
+from ._dtypes import float_dtype
+
 __all__ = [
     "Space",
     "LinearSpace",
@@ -35,28 +38,21 @@ __all__ = [
     "QLogSpace",
     "DiscreteSpace",
     "CategoricalSpace",
-    "FlatSpace",
-    "flatten_space",
     "to_configs",
     "from_configs",
 ]
 
 
-def _float_dtype():
-    # float64 when the user enabled x64, float32 otherwise.
-    return jnp.result_type(float)
-
-
 def _check_number(cls_name: str, arg: str, value: Any) -> float:
+    """One real, finite number (a Python number or a size-1 array), as a float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real | np.ndarray | jax.Array):
         raise TypeError(f"{cls_name}: `{arg}` must be a real number, got {value!r}.")
     try:
-        value = float(value)
-    except (TypeError, ValueError):
+        number = float(np.asarray(value).reshape(()))
+    except (TypeError, ValueError):  # more than one number, or a traced value
         raise TypeError(f"{cls_name}: `{arg}` must be a real number, got {value!r}.") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{cls_name}: `{arg}` must be finite, got {value!r}.")
-    return value
+    check_real(cls_name, arg, number)
+    return number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,25 +94,25 @@ class Space(eqx.Module):
 
     def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
         """Draw values of this space with the given shape."""
-        u = jax.random.uniform(key, shape, dtype=_float_dtype())
+        u = jax.random.uniform(key, shape, dtype=float_dtype())
         return self.from_unit(u)
 
     def transform(self, value: ArrayLike) -> Array:
         """Map arbitrary numbers (any shape) to valid members of this space's dtype."""
         flat = FlatSpace.from_columns((self._column(),))
-        value = jnp.asarray(value, _float_dtype())
+        value = jnp.asarray(value, float_dtype())
         return flat.snap(value[..., None])[..., 0].astype(self.dtype)
 
-    def to_unit(self, value: ArrayLike) -> Float[Array, "..."]:
+    def to_unit(self, value: ArrayLike) -> Float[Array, ...]:
         """Map values of this space (any shape) to the unit interval."""
         flat = FlatSpace.from_columns((self._column(),))
-        value = jnp.asarray(value, _float_dtype())
+        value = jnp.asarray(value, float_dtype())
         return flat.to_unit(value[..., None])[..., 0]
 
     def from_unit(self, u: ArrayLike) -> Array:
         """Map points of the unit interval (any shape) to valid members of this space."""
         flat = FlatSpace.from_columns((self._column(),))
-        u = jnp.asarray(u, _float_dtype())
+        u = jnp.asarray(u, float_dtype())
         return flat.from_unit(u[..., None])[..., 0].astype(self.dtype)
 
 
@@ -128,7 +124,7 @@ def _check_bounds(name: str, lower_bound: Any, upper_bound: Any) -> tuple[float,
             f"{name}: `lower_bound` must be smaller than `upper_bound`, "
             f"got lower_bound={lower_bound!r}, upper_bound={upper_bound!r}."
         )
-    dtype = np.dtype(_float_dtype())
+    dtype = np.dtype(float_dtype())
     biggest = float(np.finfo(dtype).max)
     if not hi - lo <= biggest:  # the width must be a finite number of this dtype too
         raise ValueError(
@@ -151,7 +147,7 @@ def _check_positive(name: str, lower_bound: Any) -> None:
         raise ValueError(
             f"{name}: log-scaled bounds must be positive, got lower_bound={lower_bound!r}."
         )
-    dtype = np.dtype(_float_dtype())
+    dtype = np.dtype(float_dtype())
     tiny = float(np.finfo(dtype).tiny)
     if float(lower_bound) < tiny:
         raise ValueError(
@@ -189,7 +185,7 @@ class LinearSpace(Space):
 
     def _column(self) -> _Column:
         lo, hi = float(self.lower_bound), float(self.upper_bound)
-        return _Column(lo, hi, False, False, lo, hi, (), _float_dtype())
+        return _Column(lo, hi, False, False, lo, hi, (), float_dtype())
 
 
 class LogSpace(LinearSpace):
@@ -210,7 +206,7 @@ class LogSpace(LinearSpace):
 
     def _column(self) -> _Column:
         lo, hi = float(self.lower_bound), float(self.upper_bound)
-        return _Column(math.log(lo), math.log(hi), True, False, lo, hi, (), _float_dtype())
+        return _Column(math.log(lo), math.log(hi), True, False, lo, hi, (), float_dtype())
 
 
 def _check_integer_space(space) -> None:
@@ -220,13 +216,13 @@ def _check_integer_space(space) -> None:
     info = np.iinfo(np.dtype(space.datatype))
     # Integers pass through the float dtype on their way to the GP and back: they must be
     # exact there too (float32 holds every integer up to 2**24).
-    exact = 2 ** (np.finfo(np.dtype(_float_dtype())).nmant + 1)
+    exact = 2 ** (np.finfo(np.dtype(float_dtype())).nmant + 1)
     top = min(info.max, exact)
     if ilo < max(info.min, -exact) or ihi > top:
         raise ValueError(
             f"{name}: [lower_bound, upper_bound] = [{space.lower_bound!r}, {space.upper_bound!r}] "
             f"does not fit: {np.dtype(space.datatype).name} holds [{info.min}, {info.max}] and "
-            f"{np.dtype(_float_dtype()).name} represents every integer only within +-{exact}; "
+            f"{np.dtype(float_dtype()).name} represents every integer only within +-{exact}; "
             f"enable jax_enable_x64 (and an int64 `datatype`) for larger ranges."
         )
 
@@ -303,7 +299,7 @@ class DiscreteSpace(Space):
     def _column(self) -> _Column:
         vals = self._sorted
         all_int = all(isinstance(v, numbers.Integral) for v in self.values)
-        dtype = jnp.int32 if all_int else _float_dtype()
+        dtype = jnp.int32 if all_int else float_dtype()
         n = len(vals)
         return _Column(-0.5, n - 0.5, False, True, 0.0, float(n - 1), vals, dtype)
 
@@ -322,7 +318,9 @@ def _as_choices(choices: Any) -> tuple:
         raise TypeError(
             f"CategoricalSpace: `choices` must be a sequence of choices, got {choices!r}."
         )
-    return tuple(np.asarray(choices).tolist()) if isinstance(choices, np.ndarray) else tuple(choices)
+    return (
+        tuple(np.asarray(choices).tolist()) if isinstance(choices, np.ndarray) else tuple(choices)
+    )
 
 
 class CategoricalSpace(Space):
@@ -367,7 +365,9 @@ class CategoricalSpace(Space):
         for i, c in enumerate(self.choices):
             if _same(choice, c):
                 return i
-        raise ValueError(f"CategoricalSpace: {choice!r} is not one of the choices {self.choices!r}.")
+        raise ValueError(
+            f"CategoricalSpace: {choice!r} is not one of the choices {self.choices!r}."
+        )
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -442,8 +442,12 @@ class FlatSpace:
         that every value between them lies within the declared bounds."""
         lo = np.asarray(self.ilo, dtype)
         hi = np.asarray(self.ihi, dtype)
-        lo = np.where(lo.astype(np.float64) < self.ilo, np.nextafter(lo, np.asarray(np.inf, dtype)), lo)
-        hi = np.where(hi.astype(np.float64) > self.ihi, np.nextafter(hi, np.asarray(-np.inf, dtype)), hi)
+        lo = np.where(
+            lo.astype(np.float64) < self.ilo, np.nextafter(lo, np.asarray(np.inf, dtype)), lo
+        )
+        hi = np.where(
+            hi.astype(np.float64) > self.ihi, np.nextafter(hi, np.asarray(-np.inf, dtype)), hi
+        )
         return lo, hi
 
     def from_unit(self, u: Float[Array, "... d"]) -> Float[Array, "... d"]:
@@ -511,27 +515,34 @@ class FlatSpace:
                 i = int(np.argmin(ok))
                 name = self.paths[j] if self.paths else f"column {j}"
                 raise ValueError(
-                    f"{owner}: parameter {name or '<root>'} of configuration {i} is {float(col[i])!r}, "
+                    f"{owner}: parameter {name or '<root>'} of configuration {i} "
+                    f"is {float(col[i])!r}, "
                     f"not {what}."
                 )
 
     def sample_unit(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
-        return jax.random.uniform(key, (n, self.n_params), dtype=_float_dtype())
+        return jax.random.uniform(key, (n, self.n_params), dtype=float_dtype())
 
     # -- batches of configurations: a params pytree or a raw `(n, d)` matrix ----------
 
     def check_batch(self, params, n: int, owner: str) -> None:
         """Raise a `ValueError` (naming `owner`) unless `params` is a batch of `n`
         configurations: a pytree with one `(n,)` leaf per column, or an `(n, d)` array."""
-        expected = (f"a params pytree with {self.n_params} leaves of shape ({n},) "
-                    f"or an array of shape ({n}, {self.n_params})")
+        expected = (
+            f"a params pytree with {self.n_params} leaves of shape ({n},) "
+            f"or an array of shape ({n}, {self.n_params})"
+        )
         if is_matrix(params):
             if params.shape != (n, self.n_params):
-                raise ValueError(f"{owner}: `params` must be {expected}; got an array of shape {params.shape}.")
+                raise ValueError(
+                    f"{owner}: `params` must be {expected}; got an array of shape {params.shape}."
+                )
             return
         shapes = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(params)]
         if len(shapes) != self.n_params or any(s != (n,) for s in shapes):
-            raise ValueError(f"{owner}: `params` must be {expected}; got leaves of shapes {shapes}.")
+            raise ValueError(
+                f"{owner}: `params` must be {expected}; got leaves of shapes {shapes}."
+            )
 
     @staticmethod
     def batch_size(params) -> int:
@@ -544,7 +555,7 @@ class FlatSpace:
     def as_matrix(self, params) -> Float[Array, "n d"]:
         """A checked batch (pytree or raw matrix) as an `(n, d)` float matrix; traceable."""
         if is_matrix(params):
-            return jnp.asarray(params, _float_dtype())
+            return jnp.asarray(params, float_dtype())
         return self.flatten(params)
 
     # -- pytrees ----------------------------------------------------------------------
@@ -556,21 +567,21 @@ class FlatSpace:
             raise ValueError(
                 f"params has {len(leaves)} leaves but the search space has {self.n_params}."
             )
-        return jnp.stack([jnp.asarray(v, _float_dtype()) for v in leaves], axis=-1)
+        return jnp.stack([jnp.asarray(v, float_dtype()) for v in leaves], axis=-1)
 
     def unflatten(self, x: Float[Array, "n d"]) -> PyTree:
         """Raw float matrix `(n, d)` -> params pytree, each leaf `(n,)` with its dtype.
 
-        A concrete matrix is split on the host: as outputs of a compiled function, a
-        thousand leaves would cost XLA tens of seconds of compilation (about 17 ms each
-        on CPU), while inside a traced function they are free intermediates.
+        A concrete matrix is split on the host, because every output of a compiled
+        function costs XLA compilation time (seconds for a thousand parameters), while
+        inside a traced function the leaves are free intermediates.
         """
-        if not isinstance(x, jax.core.Tracer):
+        if not is_traced(x):
             host = np.asarray(x)
             leaves = [jnp.asarray(host[..., i].astype(dt)) for i, dt in enumerate(self.dtypes)]
             return jax.tree_util.tree_unflatten(self.treedef, leaves)
         cols = jnp.split(x, self.n_params, axis=-1)
-        leaves = [c[..., 0].astype(dt) for c, dt in zip(cols, self.dtypes)]
+        leaves = [c[..., 0].astype(dt) for c, dt in zip(cols, self.dtypes, strict=True)]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
@@ -649,7 +660,9 @@ def to_configs(params: PyTree, space: PyTree | None = None) -> list[PyTree]:
             raise ValueError(
                 f"to_configs: `params` has {len(host)} leaves but the space has {len(spaces)}."
             )
-        decoders = [sp.decode if isinstance(sp, CategoricalSpace | DiscreteSpace) else None for sp in spaces]
+        decoders = [
+            sp.decode if isinstance(sp, CategoricalSpace | DiscreteSpace) else None for sp in spaces
+        ]
 
     def value(j, i):
         return decoders[j](host[j][i]) if decoders[j] else host[j][i].item()
@@ -685,7 +698,7 @@ def from_configs(configs: Sequence[PyTree], space: PyTree) -> PyTree:
                 f"from_configs: configuration {i} does not match the search space: expected "
                 f"the structure {_describe(flat.treedef)}, got {config!r}."
             ) from None
-        rows.append([_encode(sp, v) for sp, v in zip(spaces, leaves)])
+        rows.append([_encode(sp, v) for sp, v in zip(spaces, leaves, strict=True)])
     x = np.asarray(rows, dtype=np.float64)
     # Before any cast: 1.9 for an integer parameter must be refused, not truncated to 1.
     flat.check_values(x, "from_configs")
@@ -698,7 +711,9 @@ def _encode(space: Space, value: Any) -> float:
         try:
             return float(space.encode(value))
         except ValueError:
-            if isinstance(value, numbers.Integral | np.integer) and 0 <= int(value) < len(space.choices):
+            if isinstance(value, numbers.Integral | np.integer) and 0 <= int(value) < len(
+                space.choices
+            ):
                 return float(int(value))
             raise
     return float(value)

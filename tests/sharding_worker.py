@@ -6,7 +6,9 @@ in a subprocess (the rest of the suite keeps one device). Prints one JSON object
 
 import os
 
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+)
 
 import json  # noqa: E402
 
@@ -44,9 +46,15 @@ def main():
 
     plain_state, (plain_p, plain_r) = opt.optimize_scan(state, key, objective, 3)
     shard_state, (shard_p, shard_r) = opt.optimize_scan(state, key, objective, 3, mesh=mesh)
-    out["scan_first_params_equal"] = bool(all(np.array_equal(plain_p[k][0], shard_p[k][0]) for k in SPACE))
-    out["scan_results_rel_diff"] = float(np.max(np.abs(np.asarray(plain_r) - np.asarray(shard_r)) / np.abs(np.asarray(plain_r))))
-    out["scan_X_diff"] = float(np.max(np.abs(np.asarray(plain_state.X) - np.asarray(shard_state.X))))
+    out["scan_first_params_equal"] = bool(
+        all(np.array_equal(plain_p[k][0], shard_p[k][0]) for k in SPACE)
+    )
+    out["scan_results_rel_diff"] = float(
+        np.max(np.abs(np.asarray(plain_r) - np.asarray(shard_r)) / np.abs(np.asarray(plain_r)))
+    )
+    out["scan_X_diff"] = float(
+        np.max(np.abs(np.asarray(plain_state.X) - np.asarray(shard_state.X)))
+    )
     out["scan_spec"] = str(shard_r.sharding.spec)
     out["scan_shards"] = sorted({tuple(s.data.shape) for s in shard_r.addressable_shards})
     out["scan_shard_devices"] = len({s.device for s in shard_r.addressable_shards})
@@ -55,7 +63,9 @@ def main():
     r_state, r_opt = hx.RandomSearch.init(SPACE, n_parallel=4)
     _, (_, loop_r) = r_opt.optimize(r_state, key, objective, 3, mesh=mesh)
     _, (_, ref_r) = r_opt.optimize(r_state, key, objective, 3)
-    out["loop_results_rel_diff"] = float(np.max(np.abs(np.stack(loop_r) - np.stack(ref_r)) / np.abs(np.stack(ref_r))))
+    out["loop_results_rel_diff"] = float(
+        np.max(np.abs(np.stack(loop_r) - np.stack(ref_r)) / np.abs(np.stack(ref_r)))
+    )
     out["loop_spec"] = str(loop_r[0].sharding.spec)
 
     try:
@@ -66,7 +76,9 @@ def main():
     # Seeds over devices: shard the keys, vmap the search; each device runs its seeds.
     keys = jax.random.split(key, 8)
     seed_state, seed_opt = hx.RandomSearch.init(SPACE)
-    search = eqx.filter_jit(eqx.filter_vmap(lambda k: seed_opt.optimize_scan(seed_state, k, objective, 4)[1][1]))
+    search = eqx.filter_jit(
+        eqx.filter_vmap(lambda k: seed_opt.optimize_scan(seed_state, k, objective, 4)[1][1])
+    )
     sharded_keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("batch")))
     r_sharded = search(sharded_keys)
     r_plain = search(keys)

@@ -18,13 +18,17 @@ def test_ei_matches_closed_form():
 
 def test_pi_and_ucb_closed_form():
     mean, std = jnp.array([0.0, 1.0]), jnp.array([1.0, 0.5])
-    np.testing.assert_allclose(hx.PI(xi=0.0)(mean, std, 0.5), norm.cdf((mean - 0.5) / std), rtol=1e-6)
+    np.testing.assert_allclose(
+        hx.PI(xi=0.0)(mean, std, 0.5), norm.cdf((mean - 0.5) / std), rtol=1e-6
+    )
     np.testing.assert_allclose(hx.UCB(kappa=3.0)(mean, std), mean + 3.0 * std, rtol=1e-6)
 
 
 def test_xi_margins_absolute_for_pi_std_relative_for_ei():
     mean, std = jnp.array([1.0]), jnp.array([2.0])
-    np.testing.assert_allclose(hx.PI(xi=0.5)(mean, std, 0.0), norm.cdf((1.0 - 0.5) / 2.0), rtol=1e-6)
+    np.testing.assert_allclose(
+        hx.PI(xi=0.5)(mean, std, 0.0), norm.cdf((1.0 - 0.5) / 2.0), rtol=1e-6
+    )
     assert float(hx.EI(xi=0.5)(mean, std, 0.0)[0]) < float(hx.EI(xi=0.0)(mean, std, 0.0)[0])
 
 
@@ -54,8 +58,12 @@ def test_ei_pi_require_y_max():
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan")])
 def test_negative_parameters_rejected(bad):
-    for make in (lambda: hx.EI(xi=bad), lambda: hx.PI(xi=bad), lambda: hx.UCB(kappa=bad),
-                 lambda: hx.UCBHallucination(kappa=bad)):
+    for make in (
+        lambda: hx.EI(xi=bad),
+        lambda: hx.PI(xi=bad),
+        lambda: hx.UCB(kappa=bad),
+        lambda: hx.UCBHallucination(kappa=bad),
+    ):
         with pytest.raises(ValueError):
             make()
 
@@ -74,19 +82,30 @@ def test_hallucinations():
 def test_built_in_hallucinations_return_a_scalar(shape):
     """Scalars in (what BayesianSearch passes) or shape (1,) (what 0.2.0 passed): a scalar out."""
     m, s = jnp.ones(shape), jnp.full(shape, 0.5)
-    for h in (hx.MeanHallucination(), hx.SampleHallucination(), hx.UCBHallucination(),
-              hx.ConstantHallucination(), hx.ConstantHallucination(value=2.0)):
+    for h in (
+        hx.MeanHallucination(),
+        hx.SampleHallucination(),
+        hx.UCBHallucination(),
+        hx.ConstantHallucination(),
+        hx.ConstantHallucination(value=2.0),
+    ):
         assert jnp.shape(h(m, s, KEY, jnp.asarray(3.0))) == (), h
 
 
 def test_a_hallucination_written_for_0_2_0_still_works():
     """0.2.0's custom hallucinations return shape (1,); the batch takes it as the scalar."""
+
     def believer(mean, std, key, y_max):
         return jnp.reshape(mean, (1,))
 
-    state, opt = hx.BayesianSearch.init({"x": hx.LinearSpace(0.0, 1.0)}, n_max=8, n_parallel=2,
-                                        hallucination=believer, n_candidates=32)
-    state, (_, results) = opt.optimize(state, KEY, lambda k, p: -(p["x"] - 0.3) ** 2)
+    state, opt = hx.BayesianSearch.init(
+        {"x": hx.LinearSpace(0.0, 1.0)},
+        n_max=8,
+        n_parallel=2,
+        hallucination=believer,
+        n_candidates=32,
+    )
+    state, (_, results) = opt.optimize(state, KEY, lambda k, p: -((p["x"] - 0.3) ** 2))
     assert int(state.mask.sum()) == 8 and np.isfinite(np.stack(results)).all()
 
 

@@ -3,9 +3,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import MIXED_SPACE, mixed_objective
 
 import hyperoptax as hx
-from helpers import MIXED_SPACE, mixed_objective
 
 KEY = jax.random.PRNGKey(0)
 

@@ -1,14 +1,15 @@
 import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import BRANIN_MIN, BRANIN_SPACE, MIXED_SPACE, branin, check_in_space, mixed_objective
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hyperoptax as hx
-from helpers import BRANIN_MIN, BRANIN_SPACE, MIXED_SPACE, branin, check_in_space, mixed_objective
 
 KEY = jax.random.PRNGKey(0)
 SMALL = dict(n_candidates=32, n_restarts=2, n_lbfgs_steps=3, n_hparam_steps=5)
@@ -35,8 +36,16 @@ def test_defaults_match_the_reference():
     assert isinstance(opt.kernel, hx.Matern) and opt.kernel.nu == 0.5
     assert isinstance(opt.acquisition, hx.PI) and opt.acquisition.xi == 0.01
     assert isinstance(opt.hallucination, hx.SampleHallucination)
-    assert (opt.jitter, opt.n_candidates, opt.n_restarts, opt.n_lbfgs_steps, opt.n_hparam_steps,
-            opt.n_warmup, opt.maximize, opt.n_parallel) == (1e-6, 1000, 2, 10, 20, 1, True, 4)
+    assert (
+        opt.jitter,
+        opt.n_candidates,
+        opt.n_restarts,
+        opt.n_lbfgs_steps,
+        opt.n_hparam_steps,
+        opt.n_warmup,
+        opt.maximize,
+        opt.n_parallel,
+    ) == (1e-6, 1000, 2, 10, 20, 1, True, 4)
     state, _ = hx.BayesianSearch.init(BRANIN_SPACE)
     assert state.X.shape == (200, 2) and state.y.shape == (200,) and state.mask.shape == (200,)
     assert state.log_length_scale.shape == (2,)
@@ -78,7 +87,11 @@ def test_state_keeps_raw_values_and_results(mixed_opt, mixed_run):
     np.testing.assert_allclose(final.y[:12], np.concatenate(rh), rtol=1e-6)
     lr = np.concatenate([p["lr"] for p in ph])
     leaves = jax.tree_util.tree_leaves(MIXED_SPACE, is_leaf=lambda s: isinstance(s, hx.Space))
-    col = [i for i, s in enumerate(leaves) if isinstance(s, hx.LogSpace) and not isinstance(s, hx.QLogSpace)][0]
+    col = [
+        i
+        for i, s in enumerate(leaves)
+        if isinstance(s, hx.LogSpace) and not isinstance(s, hx.QLogSpace)
+    ][0]
     np.testing.assert_allclose(final.X[:12, col], lr, rtol=1e-6)
 
 
@@ -127,11 +140,14 @@ def test_hparam_fit_improves_the_posterior_density(branin_opt):
     fitted, _ = opt.optimize(state, KEY, branin, 2)
     flat = flatten_space(fitted.space)
     z, _ = model_targets(fitted.y, fitted.mask, opt.maximize)
-    U = bayesian._unit_inputs(flat, fitted)
+    data = bayesian._dataset(flat, fitted, z)
 
     def density(s):
-        return float(gp.neg_log_posterior(bayesian._model_kernel(opt, flat), bayesian._gp_params(s),
-                                          U, z, fitted.mask, opt.jitter))
+        return float(
+            gp.neg_log_posterior(
+                bayesian._model_kernel(opt, flat), bayesian._gp_params(s), data, opt.jitter
+            )
+        )
 
     # The fitted hyperparameters explain the data better than the ones the search started with.
     start = eqx.tree_at(lambda s: (s.X, s.y, s.mask), state, (fitted.X, fitted.y, fitted.mask))
@@ -156,15 +172,19 @@ def test_no_result_is_dropped_when_the_buffer_fills(branin_opt):
         return branin(None, config)
 
     # More iterations than the buffer holds: refused before anything is evaluated.
-    for run in (lambda: opt.optimize_host(state, KEY, objective, 5),
-                lambda: opt.optimize(state, KEY, branin, 5),
-                lambda: opt.optimize_scan(state, KEY, branin, 5)):
+    for run in (
+        lambda: opt.optimize_host(state, KEY, objective, 5),
+        lambda: opt.optimize(state, KEY, branin, 5),
+        lambda: opt.optimize_scan(state, KEY, branin, 5),
+    ):
         with pytest.raises(ValueError, match=r"need 15 free slots, but the state has 12"):
             run()
     assert calls == []
     # A buffer that is not a multiple of the batch: whole batches only, so every result
     # of the history is in the state and the best result agrees with the history.
-    odd, opt5 = hx.BayesianSearch.init(BRANIN_SPACE, n_max=10, maximize=False, n_parallel=4, **SMALL)
+    odd, opt5 = hx.BayesianSearch.init(
+        BRANIN_SPACE, n_max=10, maximize=False, n_parallel=4, **SMALL
+    )
     final, (_, rh) = opt5.optimize(odd, KEY, branin)
     history = np.concatenate([np.asarray(r) for r in rh])
     assert history.shape == (8,) and int(final.mask.sum()) == 8
@@ -194,7 +214,9 @@ def test_all_failed_falls_back_to_random(branin_opt):
     check_in_space(opt.get_next_params(state, KEY), BRANIN_SPACE, 3)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     scale=st.sampled_from([1e-12, 1e-3, 1.0, 1e6, 1e12]),
     offset=st.sampled_from([0.0, -1e3, 1e6]),
@@ -217,7 +239,14 @@ def test_suggestions_always_finite_in_bounds_and_typed(
         if i == 1 and n_bad:
             y = y.at[:n_bad].set(jnp.array([jnp.nan, jnp.inf, -jnp.inf])[:n_bad])
         state = opt.update_state(state, k, y, p)
-    check_in_space(opt.get_next_params(state, k3), BRANIN_SPACE, 3)
+    suggestion = opt.get_next_params(state, k3)
+    check_in_space(suggestion, BRANIN_SPACE, 3)
+    # The model drives: the batch is not the uniformly random one that a search still in
+    # its warm-up (or one without a finite result) would draw with the same key.
+    y = np.asarray(state.y)[np.asarray(state.mask) & np.isfinite(np.asarray(state.y))]
+    if np.ptp(y) > 0:
+        fallback = dataclasses.replace(opt, n_warmup=100).get_next_params(state, k3)
+        assert not np.array_equal(np.asarray(suggestion["x1"]), np.asarray(fallback["x1"]))
     assert bool(jnp.all(jnp.isfinite(state.log_length_scale)))
     assert bool(jnp.isfinite(state.log_noise)) and bool(jnp.isfinite(state.log_output_scale))
 
@@ -232,12 +261,18 @@ def test_each_hallucination_changes_the_batch(branin_opt):
     opt = dataclasses.replace(opt, kernel=hx.Matern(nu=2.5), acquisition=hx.EI(), n_lbfgs_steps=0)
     state, _ = opt.optimize(state, KEY, branin, 2)
     batches = []
-    for h in (hx.MeanHallucination(), hx.UCBHallucination(kappa=3.0), hx.ConstantHallucination(value=-3.0),
-              hx.SampleHallucination()):
+    for h in (
+        hx.MeanHallucination(),
+        hx.UCBHallucination(kappa=3.0),
+        hx.ConstantHallucination(value=-3.0),
+        hx.SampleHallucination(),
+    ):
         o = eqx.tree_at(lambda o: o.hallucination, opt, h)
         batches.append(np.stack([o.get_next_params(state, KEY)[k] for k in ("x1", "x2")], 1))
     for a in batches:
-        np.testing.assert_allclose(a[0], batches[0][0], rtol=1e-6)  # first pick needs no hallucination
+        np.testing.assert_allclose(
+            a[0], batches[0][0], rtol=1e-6
+        )  # first pick needs no hallucination
     for i in range(len(batches)):
         for j in range(i + 1, len(batches)):
             assert not np.allclose(batches[i][1:], batches[j][1:])
@@ -300,18 +335,31 @@ def test_optimize_scan_vmaps_over_seeds(branin_opt):
     np.testing.assert_allclose(rh[0], r0, rtol=1e-3)
 
 
-def test_finds_branin_optimum():
+@pytest.fixture(scope="module")
+def random_branin_regret():
+    # Random search's median regret after 50 Branin evaluations, over 20 seeds.
+    state, opt = hx.RandomSearch.init(BRANIN_SPACE, n_parallel=1)
+    keys = jax.random.split(jax.random.PRNGKey(100), 20)
+    _, (_, rh) = eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin, 50))(keys)
+    return float(np.median(np.min(np.asarray(rh), axis=(1, 2)) - BRANIN_MIN))
+
+
+@pytest.mark.parametrize(
+    "settings, factor",
+    [("recommended", 100.0), ("defaults", 5.0)],
+)
+def test_finds_branin_optimum(random_branin_regret, settings, factor):
+    # Five seeds of a 50-evaluation search end, by their median, `factor` times closer to
+    # the optimum than random search's median (about 0.5): the recommended settings
+    # reach about 1e-4 (benchmarks/RESULTS.md), the library defaults about 0.03.
+    kwargs = hx.recommended(n_parallel=1) if settings == "recommended" else dict(n_parallel=1)
     state, opt = hx.BayesianSearch.init(
-        BRANIN_SPACE, n_max=50, maximize=False, n_parallel=1,
-        kernel=hx.Matern(nu=2.5), acquisition=hx.EI(), n_candidates=256,
+        BRANIN_SPACE, n_max=50, maximize=False, **{**kwargs, "n_candidates": 256}
     )
     keys = jax.random.split(KEY, 5)
     _, (_, rh) = eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin))(keys)
     regret = np.min(np.asarray(rh), axis=(1, 2)) - BRANIN_MIN
-    # Random search has a median regret of about 0.5 after 50 evaluations (see
-    # benchmarks/RESULTS.md); the GP gets within 0.01 in a typical run. A run may still
-    # sit in a boundary basin (regret 1.55) at this budget, so the median is checked.
-    assert np.median(regret) < 0.01, regret
+    assert np.median(regret) < random_branin_regret / factor, (regret, random_branin_regret)
 
 
 def test_warmup_ignores_data_then_gp_drives(branin_opt):
@@ -352,7 +400,7 @@ def test_float64_search_runs_in_float64(tmp_path):
         y = jnp.sin(6 * X[:, 0])
         p = gp.GPParams(jnp.log(jnp.array([0.3])), jnp.array(0.0), jnp.array(-50.0)).clip()
         assert float(jnp.exp(p.log_noise)) < 1e-9
-        post = gp.fit(hx.Matern(nu=2.5), p, X, y, jnp.ones(12, bool), 1e-6)
+        post = gp.fit(hx.Matern(nu=2.5), p, gp.Dataset(X, y, jnp.ones(12, bool)), 1e-6)
         mean, _ = gp.predict(hx.Matern(nu=2.5), post, X)
         assert float(jnp.max(jnp.abs(mean - y))) < 1e-8, mean - y
         # The output warp's properties in both precisions: it keeps the order of the
@@ -378,7 +426,9 @@ def test_float64_search_runs_in_float64(tmp_path):
     import os
 
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ok" in out.stdout
 
@@ -407,8 +457,14 @@ def test_default_pi_explores_instead_of_creeping():
     # PI is maximised about xi / slope from the incumbent; with the margin measured in
     # the observed range the default takes real steps, a tiny margin only creeps.
     def median_step(xi):
-        state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=24, maximize=False, n_parallel=1,
-                                            n_candidates=128, acquisition=hx.PI(xi=xi))
+        state, opt = hx.BayesianSearch.init(
+            BRANIN_SPACE,
+            n_max=24,
+            maximize=False,
+            n_parallel=1,
+            n_candidates=128,
+            acquisition=hx.PI(xi=xi),
+        )
         final, _ = opt.optimize(state, KEY, branin)
         U = (np.asarray(final.X) - np.array([-5.0, 0.0])) / 15.0
         return np.median(np.linalg.norm(np.diff(U[4:], axis=0), axis=1))
@@ -471,7 +527,9 @@ def test_recommended_settings_are_accepted_for_each_precision(x64):
     import os
 
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "acquisition" in out.stdout and "kernel" in out.stdout
 
@@ -482,8 +540,9 @@ def test_a_parameter_written_off_early_comes_back_when_the_data_show_its_effect(
     # must bring it back: a refit shortens the length scale, and the next suggestion
     # does not sit at a bound of x0.
     space = {"x0": hx.LinearSpace(0.0, 1.0), "x1": hx.LinearSpace(0.0, 1.0)}
-    state, opt = hx.BayesianSearch.init(space, n_max=31, maximize=False,
-                                        **{**hx.recommended(n_parallel=1), "n_candidates": 256})
+    state, opt = hx.BayesianSearch.init(
+        space, n_max=31, maximize=False, **{**hx.recommended(n_parallel=1), "n_candidates": 256}
+    )
     X = jax.random.uniform(jax.random.PRNGKey(3), (30, 2))
     y = 4.0 * (X[:, 0] - 0.3) ** 2 + 0.2 * X[:, 1]
     stuck = eqx.tree_at(lambda s: s.log_length_scale, state, jnp.array([jnp.log(100.0), 0.0]))

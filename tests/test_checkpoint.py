@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import hyperoptax as hx
 from checkpoint_worker import CONFIG, N_MAX, arrays, run
 from helpers import BRANIN_SPACE, MIXED_SPACE, branin, mixed_objective
+
+import hyperoptax as hx
 
 HERE = Path(__file__).parent
 KEY = jax.random.PRNGKey(3)
@@ -34,7 +34,9 @@ def _worker(*args):
     env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen(
         [sys.executable, str(HERE / "checkpoint_worker.py"), *map(str, args)],
-        stdout=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -109,8 +111,11 @@ def test_save_and_load_state_round_trip(tmp_path, search, reference, monkeypatch
     full = reference[0]
     hx.save_state(tmp_path / "s", full, opt)
     loaded = hx.load_state(tmp_path / "s", state, opt)
-    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(full)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(full), strict=True
+    ):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
     # A crash while writing leaves the previous file intact.
     class Boom(Exception):
         pass
@@ -128,8 +133,12 @@ def test_save_and_load_state_round_trip(tmp_path, search, reference, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
     # A writer killed mid-write leaves its temporary file; the next write on the same
     # machine removes it once that process is gone, but never a live writer's file.
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     host = hx.checkpoint._writer_tag().rpartition("-")[0]
     stale = tmp_path / f".s.{host}-{dead}.abc.tmp"
     live = tmp_path / f".s.{host}-{os.getpid()}.def.tmp"
@@ -160,8 +169,14 @@ print("failed", failed)
 def test_concurrent_writers_never_break_each_other(tmp_path, search):
     """Processes saving to one path (every process of a multi-host search does) all succeed."""
     ckpt = tmp_path / "shared.ckpt"
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(HERE), str(ckpt), "150"],
-                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(HERE), str(ckpt), "150"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     assert all(out.strip().endswith("failed 0") for out in outputs), outputs
@@ -195,10 +210,16 @@ def test_damaged_checkpoint_is_refused_never_resumed(tmp_path, search):
     magic = len(hx.checkpoint._MAGIC)
     # Every region: the header length, the header (iteration count, stopped flag), the
     # arrays, the checksum itself.
-    header_end = magic + 8 + int.from_bytes(data[magic:magic + 8], "little")
-    positions = sorted({magic, magic + 5, *range(magic + 8, header_end, 97),
-                        *range(header_end, len(data), max(1, (len(data) - header_end) // 40)),
-                        len(data) - 1})
+    header_end = magic + 8 + int.from_bytes(data[magic : magic + 8], "little")
+    positions = sorted(
+        {
+            magic,
+            magic + 5,
+            *range(magic + 8, header_end, 97),
+            *range(header_end, len(data), max(1, (len(data) - header_end) // 40)),
+            len(data) - 1,
+        }
+    )
     for i, byte in enumerate(positions):
         bad = tmp_path / f"bad{i}"
         bad.write_bytes(data)
@@ -220,11 +241,13 @@ def test_checkpoints_without_a_checksum_still_load(tmp_path, search, reference):
     hx.save_state(tmp_path / "s", full, opt)
     data = (tmp_path / "s").read_bytes()[: -hx.checkpoint._DIGEST_BYTES]
     magic = len(hx.checkpoint._MAGIC)
-    size = int.from_bytes(data[magic:magic + 8], "little")
+    size = int.from_bytes(data[magic : magic + 8], "little")
     header = json.loads(data[magic + 8 : magic + 8 + size])
     text = json.dumps(dict(header, format=1)).encode()
     old = tmp_path / "old"
-    old.write_bytes(data[:magic] + len(text).to_bytes(8, "little") + text + data[magic + 8 + size :])
+    old.write_bytes(
+        data[:magic] + len(text).to_bytes(8, "little") + text + data[magic + 8 + size :]
+    )
     loaded = hx.load_state(old, state, opt)
     np.testing.assert_array_equal(loaded.y, full.y)
 
@@ -263,7 +286,8 @@ def test_unusable_checkpoint_location_fails_before_any_evaluation(tmp_path):
 
 _SAVE_CATEGORICAL = """
 import sys, jax, jax.numpy as jnp, hyperoptax as hx
-space = {"act": hx.CategoricalSpace((jax.nn.relu, jnp.tanh, "linear")), "lr": hx.LogSpace(1e-4, 1e-1)}
+space = {"act": hx.CategoricalSpace((jax.nn.relu, jnp.tanh, "linear")),
+         "lr": hx.LogSpace(1e-4, 1e-1)}
 state, opt = hx.BayesianSearch.init(space, n_max=4, n_parallel=2)
 hx.save_state(sys.argv[1], state, opt)
 """
@@ -272,10 +296,16 @@ hx.save_state(sys.argv[1], state, opt)
 def test_functions_as_categorical_choices_resume_in_a_new_process(tmp_path):
     ckpt = tmp_path / "c"
     subprocess.run([sys.executable, "-c", _SAVE_CATEGORICAL, str(ckpt)], check=True)
-    space = {"act": hx.CategoricalSpace((jax.nn.relu, jnp.tanh, "linear")), "lr": hx.LogSpace(1e-4, 1e-1)}
+    space = {
+        "act": hx.CategoricalSpace((jax.nn.relu, jnp.tanh, "linear")),
+        "lr": hx.LogSpace(1e-4, 1e-1),
+    }
     state, opt = hx.BayesianSearch.init(space, n_max=4, n_parallel=2)
     hx.load_state(ckpt, state, opt)
-    other = {"act": hx.CategoricalSpace((jnp.tanh, jax.nn.relu, "linear")), "lr": hx.LogSpace(1e-4, 1e-1)}
+    other = {
+        "act": hx.CategoricalSpace((jnp.tanh, jax.nn.relu, "linear")),
+        "lr": hx.LogSpace(1e-4, 1e-1),
+    }
     with pytest.raises(ValueError, match="search space"):
         hx.load_state(ckpt, hx.BayesianSearch.init(other, n_max=4, n_parallel=2)[0], opt)
 
@@ -330,7 +360,9 @@ def test_warm_start_from_configs_arrays_and_saved_state(tmp_path, search, refere
 
 def test_warm_start_rejects_bad_input(search):
     state, opt = search
-    with pytest.raises(ValueError, match=r"\['x1'\] of configuration 1 is 100.0, not a number in \[-5, 10\]"):
+    with pytest.raises(
+        ValueError, match=r"\['x1'\] of configuration 1 is 100.0, not a number in \[-5, 10\]"
+    ):
         opt.warm_start(state, [{"x1": 0.0, "x2": 1.0}, {"x1": 100.0, "x2": 1.0}], [1.0, 2.0])
     with pytest.raises(ValueError, match="does not match the search space"):
         opt.warm_start(state, [{"x1": 0.0}], [1.0])
@@ -345,11 +377,19 @@ def test_warm_start_rejects_bad_input(search):
 
 
 def test_configs_round_trip_keeps_integer_types():
-    space = {"lr": hx.LogSpace(1e-4, 1e-1), "width": hx.QLogSpace(8, 512), "act": hx.DiscreteSpace((0, 1, 2))}
+    space = {
+        "lr": hx.LogSpace(1e-4, 1e-1),
+        "width": hx.QLogSpace(8, 512),
+        "act": hx.DiscreteSpace((0, 1, 2)),
+    }
     state, opt = hx.RandomSearch.init(space, n_parallel=3)
     params = opt.get_next_params(state, KEY)
     configs = hx.to_configs(params)
-    assert len(configs) == 3 and isinstance(configs[0]["width"], int) and isinstance(configs[0]["lr"], float)
+    assert (
+        len(configs) == 3
+        and isinstance(configs[0]["width"], int)
+        and isinstance(configs[0]["lr"], float)
+    )
     back = hx.from_configs(configs, space)
     for k in space:
         assert back[k].dtype == params[k].dtype
@@ -375,7 +415,9 @@ def test_every_optimizer_resumes_after_a_crash(tmp_path, which):
         opt.optimize(state, KEY, f, 3, checkpoint=tmp_path / "c", callback=crash)
     resumed, (ph2, rh2) = opt.optimize(state, KEY, f, 3, checkpoint=tmp_path / "c")
     np.testing.assert_array_equal(np.stack(rh2), np.stack(rh))
-    for a, b in zip(jax.tree_util.tree_leaves(ph2), jax.tree_util.tree_leaves(ph)):
+    for a, b in zip(jax.tree_util.tree_leaves(ph2), jax.tree_util.tree_leaves(ph), strict=True):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(full)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(full), strict=True
+    ):
         np.testing.assert_array_equal(a, b)

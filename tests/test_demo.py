@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from hyperoptax import demo
 
@@ -26,6 +25,9 @@ def test_demo_runs_a_search_and_reports_the_best(capsys):
     lines = [line for line in text.splitlines() if "-> error" in line]
     assert len(lines) == 8
     errors = [float(line.rsplit("error ", 1)[1].split()[0]) for line in lines]
-    assert abs(out["error"] - min(errors)) < 1e-4 and "Best after 8 configurations" in text
+    assert abs(out["error"] - min(errors)) <= 5e-5 and "Best after 8 configurations" in text
     assert set(out["config"]) == set(demo.SPACE) and isinstance(out["config"]["width"], int)
-    assert 0.0 <= out["error"] < 0.5 and np.isfinite(out["error"])
+    # Eight evaluations are all random start-up ones (ten for the recommended settings), so
+    # this checks the demo's mechanics, not the search's quality: what it prints and
+    # returns. That the objective tells good configurations from bad ones is checked
+    # above; the search's quality in test_bayesian.py and the benchmarks.

@@ -20,7 +20,7 @@ def params(ls=0.3, noise=1e-6):
 
 
 def test_posterior_interpolates_noise_free_data():
-    post = gp.fit(KERNEL, params(), X, Y, MASK, 1e-6)
+    post = gp.fit(KERNEL, params(), gp.Dataset(X, Y, MASK), 1e-6)
     mean, std = gp.predict(KERNEL, post, X[:9])
     np.testing.assert_allclose(mean, Y[:9], atol=1e-2)
     assert float(std.max()) < 0.05
@@ -28,7 +28,7 @@ def test_posterior_interpolates_noise_free_data():
 
 @pytest.mark.parametrize("noise", [1e-6, 0.3])
 def test_fitted_mean_is_the_posterior_mean_at_the_observations(noise):
-    post = gp.fit(KERNEL, params(noise=noise), X, Y, MASK, 1e-6)
+    post = gp.fit(KERNEL, params(noise=noise), gp.Dataset(X, Y, MASK), 1e-6)
     fitted = gp.fitted_mean(post, Y, 1e-6)
     mean, _ = gp.predict(KERNEL, post, X[:9])
     np.testing.assert_allclose(fitted[:9], mean, rtol=1e-3, atol=1e-3)
@@ -39,24 +39,24 @@ def test_fitted_mean_is_the_posterior_mean_at_the_observations(noise):
 
 def test_masked_rows_are_ignored():
     junk = Y.at[9:].set(1e3)
-    post_a = gp.fit(KERNEL, params(), X, Y, MASK, 1e-6)
-    post_b = gp.fit(KERNEL, params(), X.at[9:].set(0.5), junk, MASK, 1e-6)
+    post_a = gp.fit(KERNEL, params(), gp.Dataset(X, Y, MASK), 1e-6)
+    post_b = gp.fit(KERNEL, params(), gp.Dataset(X.at[9:].set(0.5), junk, MASK), 1e-6)
     q = jax.random.uniform(jax.random.PRNGKey(1), (20, D))
-    for a, b in zip(gp.predict(KERNEL, post_a, q), gp.predict(KERNEL, post_b, q)):
+    for a, b in zip(gp.predict(KERNEL, post_a, q), gp.predict(KERNEL, post_b, q), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 def test_std_grows_away_from_data():
-    post = gp.fit(KERNEL, params(ls=0.1), X, Y, MASK, 1e-6)
+    post = gp.fit(KERNEL, params(ls=0.1), gp.Dataset(X, Y, MASK), 1e-6)
     _, std_far = gp.predict(KERNEL, post, jnp.array([[5.0, 5.0]]))
     np.testing.assert_allclose(std_far, 1.0, atol=1e-3)
 
 
 def test_hyperparameter_fit_lowers_nll():
     p0 = params(ls=3.0, noise=1e-2)
-    nll0 = gp.neg_log_marginal_likelihood(KERNEL, p0, X, Y, MASK, 1e-6)
-    p1 = gp.fit_hyperparameters(KERNEL, p0, X, Y, MASK, 1e-6, 50)
-    nll1 = gp.neg_log_marginal_likelihood(KERNEL, p1, X, Y, MASK, 1e-6)
+    nll0 = gp.neg_log_marginal_likelihood(KERNEL, p0, gp.Dataset(X, Y, MASK), 1e-6)
+    p1 = gp.fit_hyperparameters(KERNEL, p0, gp.Dataset(X, Y, MASK), 1e-6, 50)
+    nll1 = gp.neg_log_marginal_likelihood(KERNEL, p1, gp.Dataset(X, Y, MASK), 1e-6)
     assert float(nll1) < float(nll0)
     assert p1.log_length_scale.shape == (D,)
 
@@ -74,16 +74,24 @@ def test_hyperparameter_fit_never_ends_below_its_start():
     # the bounds: the posterior density never goes down, whatever Adam does on the way.
     X, y = _noisy_data(40, 3, 0.05, KEY)
     y = (y - y.mean()) / y.std()
-    mask = jnp.ones(40, bool)
-    good = gp.fit_hyperparameters(KERNEL, gp.prior_mode(3, jnp.float32), X, y, mask, 1e-6, 200)
-    starts = [good, gp.GPParams(jnp.log(jnp.array([0.05, 20.0, 0.3])), jnp.array(1.5), jnp.array(-2.0)),
-              gp.GPParams(jnp.full(3, gp.LOG_LS_BOUNDS[1]), jnp.array(gp.LOG_OUTPUT_BOUNDS[0]),
-                          jnp.array(gp.LOG_NOISE_MAX))]
+    good = gp.fit_hyperparameters(
+        KERNEL, gp.prior_mode(3, jnp.float32), gp.Dataset(X, y, jnp.ones(40, bool)), 1e-6, 200
+    )
+    starts = [
+        good,
+        gp.GPParams(jnp.log(jnp.array([0.05, 20.0, 0.3])), jnp.array(1.5), jnp.array(-2.0)),
+        gp.GPParams(
+            jnp.full(3, gp.LOG_LS_BOUNDS[1]),
+            jnp.array(gp.LOG_OUTPUT_BOUNDS[0]),
+            jnp.array(gp.LOG_NOISE_MAX),
+        ),
+    ]
+    data = gp.Dataset(X, y, jnp.ones(40, bool))
     for p0 in starts:
-        before = gp.neg_log_posterior(KERNEL, p0, X, y, mask, 1e-6)
+        before = gp.neg_log_posterior(KERNEL, p0, data, 1e-6)
         for steps in (1, 5, 20):
-            after = gp.neg_log_posterior(KERNEL, gp.fit_hyperparameters(KERNEL, p0, X, y, mask, 1e-6, steps),
-                                         X, y, mask, 1e-6)
+            fitted = gp.fit_hyperparameters(KERNEL, p0, data, 1e-6, steps)
+            after = gp.neg_log_posterior(KERNEL, fitted, data, 1e-6)
             assert float(after) <= float(before), (steps, float(before), float(after))
 
 
@@ -93,8 +101,10 @@ def test_fit_escapes_a_length_scale_that_grew_too_long():
     # only continue from where it was.
     X, y = _noisy_data(40, 2, 0.0, KEY)
     y = (y - y.mean()) / y.std()
-    stuck = gp.GPParams(jnp.array([gp.LOG_LS_BOUNDS[1], 0.0]), jnp.array(0.0), jnp.array(jnp.log(1e-4)))
-    p = gp.fit_hyperparameters(KERNEL, stuck, X, y, jnp.ones(40, bool), 1e-6, 20)
+    stuck = gp.GPParams(
+        jnp.array([gp.LOG_LS_BOUNDS[1], 0.0]), jnp.array(0.0), jnp.array(jnp.log(1e-4))
+    )
+    p = gp.fit_hyperparameters(KERNEL, stuck, gp.Dataset(X, y, jnp.ones(40, bool)), 1e-6, 20)
     assert float(jnp.exp(p.log_length_scale[0])) < 2.0, jnp.exp(p.log_length_scale)
 
 
@@ -102,14 +112,14 @@ def test_fit_escapes_a_length_scale_that_grew_too_long():
 def test_fitted_noise_matches_the_noise_in_the_data(noise):
     X, y = _noisy_data(100, 2, noise, jax.random.PRNGKey(3))
     sd = y.std()
-    p = gp.fit_hyperparameters(KERNEL, gp.prior_mode(2, jnp.float32), X, (y - y.mean()) / sd,
-                               jnp.ones(100, bool), 1e-6, 100)
+    data = gp.Dataset(X, (y - y.mean()) / sd, jnp.ones(100, bool))
+    p = gp.fit_hyperparameters(KERNEL, gp.prior_mode(2, jnp.float32), data, 1e-6, 100)
     fitted_sd = float(jnp.sqrt(jnp.exp(p.log_noise)) * sd)
     assert noise / 3 < fitted_sd < noise * 3, (noise, fitted_sd)
 
 
 def test_lbfgs_never_worse_than_start_and_stays_in_cube():
-    post = gp.fit(KERNEL, params(), X, Y, MASK, 1e-6)
+    post = gp.fit(KERNEL, params(), gp.Dataset(X, Y, MASK), 1e-6)
 
     def score(q):
         m, s = gp.predict(KERNEL, post, q)
@@ -124,20 +134,26 @@ def test_lbfgs_never_worse_than_start_and_stays_in_cube():
 
 
 @pytest.mark.parametrize(
-    "kernel", [KERNEL, hx.kernels.Unordered(hx.Matern(nu=1.5), (3, 0))], ids=["matern", "categorical"]
+    "kernel",
+    [KERNEL, hx.kernels.Unordered(hx.Matern(nu=1.5), (3, 0))],
+    ids=["matern", "categorical"],
 )
 def test_analytic_value_and_gradient_match_autodiff(kernel):
     p = params(ls=0.4, noise=1e-3)
     y = jnp.where(MASK, Y, 0.0)
 
     def objective(q):
-        return gp.neg_log_marginal_likelihood(kernel, q, X, y, MASK, 1e-6) + gp._neg_log_prior(q)
+        return gp.neg_log_marginal_likelihood(
+            kernel, q, gp.Dataset(X, y, MASK), 1e-6
+        ) + gp._neg_log_prior(q)
 
     value, auto = jax.value_and_grad(objective)(p)
-    ours_value, ours = gp._value_and_grad(kernel, p, X, y, MASK, 1e-6)
+    ours_value, ours = gp._value_and_grad(kernel, p, gp.Dataset(X, y, MASK), 1e-6)
     np.testing.assert_allclose(ours_value, value, rtol=1e-4)
-    np.testing.assert_allclose(gp.neg_log_posterior(kernel, p, X, y, MASK, 1e-6), value, rtol=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(auto), jax.tree_util.tree_leaves(ours)):
+    np.testing.assert_allclose(
+        gp.neg_log_posterior(kernel, p, gp.Dataset(X, y, MASK), 1e-6), value, rtol=1e-5
+    )
+    for a, b in zip(jax.tree_util.tree_leaves(auto), jax.tree_util.tree_leaves(ours), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
 
 
@@ -146,12 +162,14 @@ def test_spread_subset_takes_observed_rows_evenly():
     Xs = jnp.arange(n, dtype=jnp.float32)[:, None] * jnp.ones((1, D))
     mask = (jnp.arange(n) % 4 != 3) & (jnp.arange(n) < 36)  # 27 observed rows, with gaps
     observed = np.flatnonzero(np.asarray(mask))
-    Xa, ya, ma = gp.spread_subset(Xs, Xs[:, 0], mask, 9)
+    a = gp.spread_subset(gp.Dataset(Xs, Xs[:, 0], mask), 9)
+    Xa, ya, ma = a.X, a.y, a.mask
     assert bool(ma.all())
     np.testing.assert_array_equal(ya, observed[::3])  # every third observed row
     np.testing.assert_array_equal(Xa[:, 1], ya)
     # Room for all of them: every observed row once, the rest masked out.
-    Xb, yb, mb = gp.spread_subset(Xs, Xs[:, 0], mask, 32)
+    b = gp.spread_subset(gp.Dataset(Xs, Xs[:, 0], mask), 32)
+    yb, mb = b.y, b.mask
     assert int(mb.sum()) == 27
     np.testing.assert_array_equal(np.asarray(yb)[np.asarray(mb)], observed)
 
@@ -162,11 +180,14 @@ def test_long_buffers_fit_hyperparameters_on_a_spread_subset():
     yl = jnp.sin(6 * Xl[:, 0]) + Xl[:, 1]
     mask = jnp.arange(n) < 25
     p0 = params(ls=1.0, noise=1e-2)
-    capped = gp.fit_hyperparameters(KERNEL, p0, Xl, yl, mask, 1e-6, 5, max_points=10)
-    Xs, ys, ms = gp.spread_subset(Xl, yl, mask, 10)
-    direct = gp.fit_hyperparameters(KERNEL, p0, Xs, ys, ms, 1e-6, 5)
-    full = gp.fit_hyperparameters(KERNEL, p0, Xl, yl, mask, 1e-6, 5)
-    for a, b in zip(jax.tree_util.tree_leaves(capped), jax.tree_util.tree_leaves(direct)):
+    capped = gp.fit_hyperparameters(KERNEL, p0, gp.Dataset(Xl, yl, mask), 1e-6, 5, max_points=10)
+    direct = gp.fit_hyperparameters(
+        KERNEL, p0, gp.spread_subset(gp.Dataset(Xl, yl, mask), 10), 1e-6, 5
+    )
+    full = gp.fit_hyperparameters(KERNEL, p0, gp.Dataset(Xl, yl, mask), 1e-6, 5)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(capped), jax.tree_util.tree_leaves(direct), strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-6)
     assert not np.allclose(capped.log_length_scale, full.log_length_scale)
 
@@ -174,7 +195,9 @@ def test_long_buffers_fit_hyperparameters_on_a_spread_subset():
 def test_cholesky_under_vmap_factorises_one_matrix_at_a_time_and_differentiates():
     A = jax.random.normal(jax.random.PRNGKey(8), (5, 4, 4))
     K = A @ jnp.swapaxes(A, -1, -2) + 4 * jnp.eye(4)[None]
-    np.testing.assert_allclose(jax.vmap(gp.cholesky)(K), jnp.linalg.cholesky(K), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.vmap(gp.cholesky)(K), jnp.linalg.cholesky(K), rtol=1e-5, atol=1e-6
+    )
     # No batched factorisation in the vmapped program: jaxlib's batched CPU Cholesky
     # deadlocked when 64 searches ran under one vmap.
     jaxpr = str(jax.make_jaxpr(jax.vmap(gp.cholesky))(K))
@@ -183,5 +206,8 @@ def test_cholesky_under_vmap_factorises_one_matrix_at_a_time_and_differentiates(
     def loss(chol):
         return lambda k: jnp.sum(jnp.log(jnp.diagonal(chol(k)))) + jnp.sum(chol(k)[2] ** 2)
 
-    ours, ref = jax.vmap(jax.grad(loss(gp.cholesky)))(K), jax.vmap(jax.grad(loss(jnp.linalg.cholesky)))(K)
+    ours, ref = (
+        jax.vmap(jax.grad(loss(gp.cholesky)))(K),
+        jax.vmap(jax.grad(loss(jnp.linalg.cholesky)))(K),
+    )
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)

@@ -50,7 +50,9 @@ def test_shuffle_is_a_reproducible_permutation():
     s2, _ = hx.GridSearch.init(SPACE, key=jax.random.PRNGKey(3), shuffle=True)
     s0, _ = hx.GridSearch.init(SPACE)
     np.testing.assert_array_equal(s1.grid, s2.grid)
-    assert sorted(map(tuple, np.asarray(s1.grid).tolist())) == sorted(map(tuple, np.asarray(s0.grid).tolist()))
+    assert sorted(map(tuple, np.asarray(s1.grid).tolist())) == sorted(
+        map(tuple, np.asarray(s0.grid).tolist())
+    )
     assert not np.array_equal(s1.grid, s0.grid)
     s3, _ = hx.GridSearch.init(SPACE, shuffle=True)  # default key PRNGKey(0)
     s4, _ = hx.GridSearch.init(SPACE, key=jax.random.PRNGKey(0), shuffle=True)
@@ -72,8 +74,11 @@ def test_optimize_scan_covers_the_grid_and_default_runs_all():
     state, opt = hx.GridSearch.init(SPACE, n_parallel=2)
     state2, (ph, rh) = opt.optimize_scan(state, KEY, f)
     assert rh.shape == (3, 2)
-    np.testing.assert_allclose(np.sort(np.asarray(rh).ravel()),
-                               np.sort([a * b for a, b in itertools.product((1, 2, 3), (0.1, 0.2))]), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.sort(np.asarray(rh).ravel()),
+        np.sort([a * b for a, b in itertools.product((1, 2, 3), (0.1, 0.2))]),
+        rtol=1e-6,
+    )
     assert int(state2.grid_idx) == 6
 
 

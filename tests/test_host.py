@@ -1,7 +1,6 @@
 """Host-side objectives: plain Python values, executors, categorical choices, failures."""
 
 import threading
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -62,8 +61,8 @@ def test_objective_gets_plain_python_values(host_run):
 def test_results_line_up_with_their_configurations(host_run):
     final, (params_hist, results_hist), _, _ = host_run
     assert len(results_hist) == 6 and results_hist[0].shape == (4,)
-    for params, results in zip(params_hist, results_hist):
-        for config, r in zip(hx.to_configs(params, SPACE), np.asarray(results)):
+    for params, results in zip(params_hist, results_hist, strict=True):
+        for config, r in zip(hx.to_configs(params, SPACE), np.asarray(results), strict=True):
             if config["opt"] is None:
                 assert np.isnan(r)
             else:
@@ -102,7 +101,10 @@ def test_on_error_raise_stops_the_search():
         _, (_, rh) = opt.optimize_host(state, KEY, lambda c: "text", 1)
     assert np.all(np.isnan(np.asarray(rh[0])))
     # Too large for float32: a failure that names the configuration, not an overflow.
-    with pytest.warns(RuntimeWarning, match=r"evaluation of \{.*'lr'.*returned 1e\+39, beyond the range of float32"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"evaluation of \{.*'lr'.*returned 1e\+39, beyond the range of float32",
+    ):
         _, (_, rh) = opt.optimize_host(state, KEY, lambda c: 1e39, 1)
     assert np.all(np.isnan(np.asarray(rh[0])))
     with pytest.raises(ValueError, match="beyond the range of float32"):
@@ -135,13 +137,18 @@ def test_dask_cluster_evaluates_the_batch():
     finally:
         cluster.close()
     assert len(pids) == 2
-    for params, results in zip(ph, rh):
-        for config, r in zip(hx.to_configs(params, SPACE), np.asarray(results)):
-            assert np.isnan(r) if config["opt"] is None else r == pytest.approx(loss(config), rel=1e-5)
+    for params, results in zip(ph, rh, strict=True):
+        for config, r in zip(hx.to_configs(params, SPACE), np.asarray(results), strict=True):
+            assert (
+                np.isnan(r) if config["opt"] is None else r == pytest.approx(loss(config), rel=1e-5)
+            )
 
 
 def test_categorical_inside_jax_objectives_is_the_index():
-    space = {"act": hx.CategoricalSpace(("relu", "tanh", "identity")), "x": hx.LinearSpace(-1.0, 1.0)}
+    space = {
+        "act": hx.CategoricalSpace(("relu", "tanh", "identity")),
+        "x": hx.LinearSpace(-1.0, 1.0),
+    }
     branches = [jax.nn.relu, jnp.tanh, lambda v: v]
 
     def objective(key, p):
@@ -149,12 +156,16 @@ def test_categorical_inside_jax_objectives_is_the_index():
         return jax.lax.switch(p["act"], branches, p["x"])
 
     for opt_cls in (hx.RandomSearch, hx.BayesianSearch):
-        kw = dict(n_parallel=2) if opt_cls is hx.RandomSearch else dict(n_max=6, n_parallel=2, **SMALL)
+        kw = (
+            dict(n_parallel=2)
+            if opt_cls is hx.RandomSearch
+            else dict(n_max=6, n_parallel=2, **SMALL)
+        )
         state, opt = opt_cls.init(space, **kw)
         _, (ph, rh) = opt.optimize_scan(state, KEY, objective, 3)
         acts = np.asarray(ph["act"]).ravel()
         assert set(acts.tolist()) <= {0, 1, 2}
-        want = [branches[a](x) for a, x in zip(acts, np.asarray(ph["x"]).ravel())]
+        want = [branches[a](x) for a, x in zip(acts, np.asarray(ph["x"]).ravel(), strict=True)]
         np.testing.assert_allclose(np.asarray(rh).ravel(), want, rtol=1e-6)
     assert space["act"].choices[int(acts[0])] == space["act"].decode(acts[0])
 
@@ -219,8 +230,10 @@ def test_tunes_a_scikit_learn_model_end_to_end():
     worst_alpha = cv_score({"alpha": 1e4, "scale": True})
     best = opt.best_params(state)
     assert float(opt.best_result(state)) > worst_alpha + 0.1
-    assert float(opt.best_result(state)) == pytest.approx(cv_score(
-        {"alpha": float(best["alpha"]), "scale": space["scale"].decode(best["scale"])}), rel=1e-5)
+    assert float(opt.best_result(state)) == pytest.approx(
+        cv_score({"alpha": float(best["alpha"]), "scale": space["scale"].decode(best["scale"])}),
+        rel=1e-5,
+    )
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -9,7 +9,13 @@ import hyperoptax as hx
 
 X = jax.random.uniform(jax.random.PRNGKey(0), (5, 3))
 Y = jax.random.uniform(jax.random.PRNGKey(1), (4, 3))
-KERNELS = [hx.RBF(), hx.Matern(nu=0.5), hx.Matern(nu=1.5), hx.Matern(nu=2.5), hx.Matern(nu=math.inf)]
+KERNELS = [
+    hx.RBF(),
+    hx.Matern(nu=0.5),
+    hx.Matern(nu=1.5),
+    hx.Matern(nu=2.5),
+    hx.Matern(nu=math.inf),
+]
 
 
 @pytest.mark.parametrize("k", KERNELS)
@@ -63,7 +69,9 @@ def test_sqdist_and_contraction_match_per_dimension_terms():
     k = hx.Matern(nu=1.5)
     np.testing.assert_allclose(k.sqdist(x, y, ls), terms.sum(-1), rtol=1e-5)
     w = jax.random.normal(jax.random.PRNGKey(7), (7, 5))
-    np.testing.assert_allclose(k.sqdist_contract(x, y, ls, w), jnp.einsum("ij,ijk->k", w, terms), rtol=1e-4)
+    np.testing.assert_allclose(
+        k.sqdist_contract(x, y, ls, w), jnp.einsum("ij,ijk->k", w, terms), rtol=1e-4
+    )
     # A categorical first dimension (3 cells): 1 / l^2 between different cells, 0 within.
     u = hx.kernels.Unordered(k, (3, 0, 0))
     cells_differ = (jnp.floor(x[:, None, 0] * 3) != jnp.floor(y[None, :, 0] * 3)) / ls[0] ** 2

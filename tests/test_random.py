@@ -2,9 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import MIXED_SPACE, check_in_space, mixed_objective
 
 import hyperoptax as hx
-from helpers import MIXED_SPACE, check_in_space, mixed_objective
 
 KEY = jax.random.PRNGKey(0)
 

@@ -33,7 +33,9 @@ def test_suite_covers_what_it_claims():
     problems = suite.PROBLEMS.values()
     assert len(suite.PROBLEMS) >= 24
     halves = {h: [p for p in problems if p.half == h] for h in (suite.DEV, suite.HELD_OUT)}
-    assert set(p.half for p in problems) == set(halves) and all(len(v) >= 12 for v in halves.values())
+    assert set(p.half for p in problems) == set(halves) and all(
+        len(v) >= 12 for v in halves.values()
+    )
     assert min(p.dim for p in problems) == 2 and max(p.dim for p in problems) == 40
     for half in halves.values():  # both halves cover every kind
         kinds = {p.kind.split("-")[0] for p in half}
@@ -50,7 +52,10 @@ def test_known_minimiser_gives_the_stated_minimum_and_nothing_is_lower(name):
     problem = suite.PROBLEMS[name]
     x_opt = _params(problem, problem.x_opt)
     value = float(jax.jit(problem.f)(x_opt))
-    assert abs(value - problem.optimum) <= 1e-5 * max(1.0, abs(problem.optimum)), (value, problem.optimum)
+    assert abs(value - problem.optimum) <= 1e-5 * max(1.0, abs(problem.optimum)), (
+        value,
+        problem.optimum,
+    )
     # No random configuration beats the stated minimum (beyond float32 rounding).
     state, opt = hx.RandomSearch.init(problem.space, n_parallel=256)
     sample = opt.get_next_params(state, jax.random.PRNGKey(0))
@@ -61,7 +66,9 @@ def test_known_minimiser_gives_the_stated_minimum_and_nothing_is_lower(name):
 def test_noisy_problems_add_noise_but_score_the_true_value():
     problem = suite.PROBLEMS["noisy_branin"]
     x = _params(problem, problem.x_opt)
-    draws = jax.vmap(lambda k: problem.objective(k, x))(jax.random.split(jax.random.PRNGKey(0), 200))
+    draws = jax.vmap(lambda k: problem.objective(k, x))(
+        jax.random.split(jax.random.PRNGKey(0), 200)
+    )
     assert abs(float(jnp.std(draws)) - problem.noise) < 0.2 * problem.noise
     assert robust._true_value(problem, problem.x_opt) == pytest.approx(problem.optimum, abs=1e-5)
 
@@ -69,8 +76,17 @@ def test_noisy_problems_add_noise_but_score_the_true_value():
 def test_quick_run_and_report(tmp_path):
     # The suite's --quick mode end to end, in a fresh process, as the README's command.
     out = tmp_path / "runs.jsonl"
-    cmd = [sys.executable, str(HERE / "robust.py"), "run", "--quick", "--out", str(out),
-           "--contestants", "random", "hx-recommended"]
+    cmd = [
+        sys.executable,
+        str(HERE / "robust.py"),
+        "run",
+        "--quick",
+        "--out",
+        str(out),
+        "--contestants",
+        "random",
+        "hx-recommended",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["problem"] for r in rows} == set(robust.QUICK_PROBLEMS)
@@ -90,7 +106,7 @@ def test_score_and_failure_rate():
     rows = {("random", s): optimum + r for s, r in enumerate([1.0, 2.0, 3.0])}
     rows.update({("hx", s): optimum + r for s, r in enumerate([0.0, 1.0, 2.5])})
     grouped = {}
-    for (c, s), found in rows.items():
+    for (c, _seed), found in rows.items():
         grouped.setdefault((name, c), []).append(dict(found=found, wall=1.0))
     s = robust.summary(grouped)[(name, "hx")]
     np.testing.assert_allclose(s["score"], [100.0, 50.0, -25.0])

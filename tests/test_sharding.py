@@ -21,7 +21,11 @@ def report():
     env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
         [sys.executable, str(HERE / "sharding_worker.py")],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -31,7 +35,10 @@ def test_the_batch_is_really_split_over_the_devices(report):
     assert report["devices"] == 4
     # optimize_scan's history keeps the batch axis split: each of the 4 devices holds
     # one configuration of each of the 3 iterations.
-    assert report["scan_spec"] == "PartitionSpec(None, 'batch')" or report["scan_spec"] == "P(None, 'batch')"
+    assert (
+        report["scan_spec"] == "PartitionSpec(None, 'batch')"
+        or report["scan_spec"] == "P(None, 'batch')"
+    )
     assert report["scan_shards"] == [[3, 1]] and report["scan_shard_devices"] == 4
     assert report["loop_spec"] in ("PartitionSpec('batch',)", "P('batch',)")
 
@@ -50,8 +57,9 @@ def test_seeds_sharded_over_devices(report):
 
 
 def test_indivisible_batch_is_refused(report):
-    assert "n_parallel=6 configurations cannot be split evenly over the mesh's 4 devices" in (
-        report["indivisible_error"]
+    assert (
+        "n_parallel=6 configurations cannot be split evenly over the mesh's 4 devices"
+        in (report["indivisible_error"])
     )
 
 

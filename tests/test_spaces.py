@@ -1,5 +1,3 @@
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,7 +104,9 @@ def test_transform_rounds_and_snaps_elementwise_any_shape():
     assert out.dtype == jnp.int32
     np.testing.assert_array_equal(out, [[0, 3], [0, 10]])
     d = hx.DiscreteSpace((1.0, 5.0, 10.0))
-    np.testing.assert_array_equal(d.transform(jnp.array([2.9, 3.1, 100.0, -7.0])), [1.0, 5.0, 10.0, 1.0])
+    np.testing.assert_array_equal(
+        d.transform(jnp.array([2.9, 3.1, 100.0, -7.0])), [1.0, 5.0, 10.0, 1.0]
+    )
     lin = hx.LinearSpace(0.0, 1.0)
     np.testing.assert_allclose(lin.transform(jnp.array([0.25, 0.5])), [0.25, 0.5])
 
@@ -139,8 +139,10 @@ def test_from_unit_clips_out_of_range_points():
 
 
 def test_flatten_space_nested_pytree():
-    space = {"a": [hx.LinearSpace(0.0, 1.0), (hx.QLinearSpace(1, 3), hx.LogSpace(1e-3, 1.0))],
-             "b": {"c": hx.DiscreteSpace((2, 4))}}
+    space = {
+        "a": [hx.LinearSpace(0.0, 1.0), (hx.QLinearSpace(1, 3), hx.LogSpace(1e-3, 1.0))],
+        "b": {"c": hx.DiscreteSpace((2, 4))},
+    }
     flat = flatten_space(space)
     assert flat.n_params == 4
     u = jax.random.uniform(KEY, (7, 4))
@@ -174,10 +176,12 @@ def test_spaces_are_equinox_modules_and_jit_friendly():
     sp = hx.QLogSpace(8, 512)
     assert isinstance(sp, eqx.Module)
     out = jax.jit(lambda k: sp.sample(k, (3,)))(KEY)
-    assert out.dtype == jnp.int32 and math.isfinite(float(out[0]))
+    assert out.dtype == jnp.int32 and bool(jnp.all((out >= 8) & (out <= 512))), out
 
 
-@pytest.mark.parametrize("space", [hx.LogSpace(1e-6, 1.0), hx.LogSpace(3e-5, 0.7), hx.LinearSpace(0.1, 0.3)])
+@pytest.mark.parametrize(
+    "space", [hx.LogSpace(1e-6, 1.0), hx.LogSpace(3e-5, 0.7), hx.LinearSpace(0.1, 0.3)]
+)
 def test_values_never_leave_the_declared_bounds(space):
     """Rounding in the unit map (exp in float32) must not step past a bound, bit for bit."""
     u = jnp.concatenate([jnp.array([0.0, 1.0, -1.0, 2.0]), jax.random.uniform(KEY, (20000,))])

@@ -1,0 +1,60 @@
+"""Argument checks shared by every module.
+
+Each check raises at once, before anything is traced, with a message that names the
+owner (the class or function the user called), the argument and the value it got.
+Values that are JAX tracers (a module built inside `jit` or `vmap`, a field being
+vmapped over) cannot be read and pass unchecked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = ["is_traced", "check_int", "check_real", "check_callable"]
+
+
+def is_traced(x: Any) -> bool:
+    """Whether `x` is a tracer, whose value cannot be read on the host."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def check_int(owner: str, name: str, value: Any, minimum: int) -> None:
+    """`value` is a Python int (not a bool) of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: `{name}` must be an int, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{owner}: `{name}` must be at least {minimum}, got {value!r}.")
+
+
+_SIGNS = {
+    None: "finite",
+    "non-negative": "finite and non-negative",
+    "positive": "positive and finite",
+}
+
+
+def check_real(owner: str, name: str, value: Any, sign: str | None = None) -> None:
+    """`value` (a number or an array of them) is real and finite; with `sign`
+    `"non-negative"` or `"positive"`, also that."""
+    if is_traced(value):
+        return
+    # numpy, not jnp: a check must not be staged when a module is built under `jit`.
+    v = np.asarray(value)
+    if v.dtype == bool or not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v):
+        raise TypeError(f"{owner}: `{name}` must be a real number, got {value!r}.")
+    ok = np.isfinite(v)
+    if sign == "non-negative":
+        ok &= v >= 0
+    elif sign == "positive":
+        ok &= v > 0
+    if not np.all(ok):
+        raise ValueError(f"{owner}: `{name}` must be {_SIGNS[sign]}, got {value!r}.")
+
+
+def check_callable(owner: str, name: str, value: Any, usage: str) -> None:
+    """`value` is callable; `usage` shows how it will be called, e.g. `"fn(key, params)"`."""
+    if not callable(value):
+        raise TypeError(f"{owner}: `{name}` must be callable as {usage}, got {value!r}.")

@@ -1,0 +1,209 @@
+"""The optimisation loops behind `Optimizer.optimize`, `optimize_host` and `optimize_scan`.
+
+A loop repeats one step (suggest a batch, evaluate it, record the results). The
+compiled step and the scan of steps are here, and so is the host loop that runs a step
+per iteration with what a long search needs around it: callbacks that may stop it,
+a checkpoint after every iteration and a resume from it, and a progress bar.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import PRNGKeyArray
+
+from ._checks import check_callable
+from .checkpoint import RunCheckpoint
+from .sharding import replicate, shard_batch, to_host
+from .spaces import flatten_space
+
+if TYPE_CHECKING:
+    from .base import Optimizer, OptimizerState
+
+__all__ = ["check_objective", "check_callback", "jit_step", "scan", "host_loop"]
+
+CALLBACK_USAGE = "callback(iteration, state, params, results)"
+
+
+def check_callback(owner: str, callback: Callable | None) -> None:
+    if callback is not None:
+        check_callable(owner, "callback", callback, CALLBACK_USAGE)
+
+
+def check_objective(func: Callable, state: OptimizerState, key: PRNGKeyArray) -> None:
+    """Fail early, with the expected signature, instead of deep inside a trace."""
+    if not callable(func):
+        raise TypeError(f"`func` must be callable as fn(key, params), got {func!r}.")
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None:
+        kinds = [p.kind for p in sig.parameters.values()]
+        positional = sum(
+            k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for k in kinds
+        )
+        if inspect.Parameter.VAR_POSITIONAL not in kinds and positional < 2:
+            raise TypeError(
+                f"`func` must take two positional arguments, fn(key, params) -> scalar, "
+                f"where `params` is one configuration; got a callable with signature {sig}."
+            )
+    flat = flatten_space(state.space)
+    params = jax.tree_util.tree_unflatten(
+        flat.treedef, [jax.ShapeDtypeStruct((), dt) for dt in flat.dtypes]
+    )
+    key = jax.eval_shape(lambda k: jax.random.split(k, 1)[0], key)
+    out = jax.eval_shape(func, key, params)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shapes = [getattr(x, "shape", None) for x in jax.tree_util.tree_leaves(out)]
+        if isinstance(out, jax.ShapeDtypeStruct):
+            what = f"an array of shape {out.shape}"
+        else:  # a tuple, list, dict, ...: the objective returns one number, not a container
+            what = f"a {type(out).__name__} holding arrays of shapes {shapes}"
+        hint = " Call `.squeeze()` inside `func` before returning." if shapes == [(1,)] else ""
+        raise ValueError(
+            f"`func` must return a scalar (one array of shape ()), but it returned {what}.{hint}"
+        )
+
+
+def _step(
+    optimizer: Optimizer, state: OptimizerState, key: PRNGKeyArray, func: Callable, mesh=None
+):
+    """One iteration: suggest a batch, evaluate it under vmap, record the results.
+
+    With a `mesh`, the batch is split over its devices for the evaluation, and the
+    results are gathered (replicated) for the update, which every device computes.
+    """
+    k_suggest, k_eval, k_update = jax.random.split(key, 3)
+    params = optimizer.get_next_params(state, k_suggest)
+    keys = jax.random.split(k_eval, optimizer.n_parallel)
+    results = jax.vmap(func)(*shard_batch((keys, params), mesh))
+    results = shard_batch(results, mesh)
+    state = optimizer.update_state(
+        state, k_update, replicate(results, mesh), replicate(params, mesh)
+    )
+    return state, params, results
+
+
+jit_step = eqx.filter_jit(_step)
+
+
+@eqx.filter_jit
+def scan(optimizer, state, key, func, n_iterations: int, callback=None, mesh=None):
+    """`n_iterations` steps as one `jax.lax.scan`; the history stacked along axis 0."""
+
+    def body(state, inputs):
+        i, key = inputs
+        state, params, results = _step(optimizer, state, key, func, mesh)
+        if callback is not None:
+            jax.debug.callback(lambda *a: (callback(*a), None)[1], i, state, params, results)
+        return state, (params, results)
+
+    inputs = (jnp.arange(n_iterations), jax.random.split(key, n_iterations))
+    state, hist = jax.lax.scan(body, state, inputs)
+    return state, shard_batch(hist, mesh, axis=1)
+
+
+def host_loop(
+    optimizer: Optimizer,
+    state: OptimizerState,
+    key: PRNGKeyArray,
+    n_iterations: int,
+    step: Callable,
+    *,
+    callback: Callable | None,
+    checkpoint,
+    progress: bool | None,
+    progress_from: int,
+):
+    """Run `step(state, key) -> (state, params, results)` once per iteration on the host.
+
+    Resumes from `checkpoint` when it holds this run, saves it after every iteration,
+    calls `callback` (a truthy return stops the search) and shows a progress bar: always
+    with `progress=True`, never with `False`, and with `None` when stderr is a terminal
+    and the run has at least `progress_from` iterations. Returns `(state, (params_hist,
+    results_hist))`.
+    """
+    check_callback(type(optimizer).__name__, callback)
+    params_hist: list = []
+    results_hist: list = []
+    start, stopped = 0, False
+    run = None
+    if checkpoint is not None:
+        run = RunCheckpoint(checkpoint, optimizer, state, key, n_iterations)
+        state, params_hist, results_hist, start, stopped = run.resume(state)
+    keys: Any = jax.random.split(key, n_iterations) if n_iterations else []
+    if progress is None:
+        progress = n_iterations >= progress_from and sys.stderr.isatty()
+    bar = _Progress(optimizer, progress, n_iterations, start, results_hist)
+    try:
+        for i in range(start, n_iterations):
+            if stopped:
+                break
+            state, params, results = step(state, keys[i])
+            params_hist.append(params)
+            results_hist.append(results)
+            if callback is not None:
+                stopped = bool(callback(i, state, params, results))
+            if run is not None:
+                run.save(state, params_hist, results_hist, stopped)
+            bar.update(results)
+    finally:
+        bar.close()
+    return state, (params_hist, results_hist)
+
+
+class _Progress:
+    """A tqdm bar with the iteration count and the best finite result so far."""
+
+    def __init__(self, optimizer, enabled: bool, total: int, initial: int, results_hist: list):
+        self.bar = None
+        self.maximize = getattr(optimizer, "maximize", None)
+        self.lo, self.hi = np.inf, -np.inf
+        self.failed = 0
+        for r in results_hist:
+            self._see(r)
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=initial, desc=type(optimizer).__name__, file=sys.stderr
+            )
+            self._postfix()
+
+    def _see(self, results):
+        r = to_host(results).astype(np.float64)
+        self.failed += int(np.sum(~np.isfinite(r)))
+        r = r[np.isfinite(r)]
+        if r.size:
+            self.lo, self.hi = min(self.lo, r.min()), max(self.hi, r.max())
+
+    def _postfix(self):
+        info = {}
+        if np.isfinite(self.hi):
+            if self.maximize is None:  # the search does not know the direction
+                info = dict(min=f"{self.lo:.6g}", max=f"{self.hi:.6g}")
+            else:
+                info = dict(best=f"{self.hi if self.maximize else self.lo:.6g}")
+        if self.failed:
+            info["failed"] = str(self.failed)
+        if info:
+            self.bar.set_postfix(info)
+
+    def update(self, results):
+        if self.bar is not None:
+            self._see(results)
+            self._postfix()
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
