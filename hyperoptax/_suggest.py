@@ -88,10 +88,10 @@ def _snap(flat: FlatSpace, x):
     return flat.to_unit(flat.from_unit(x)) if flat.integer.any() else x
 
 
-def _score(opt: BayesianSearch, kernel: BaseKernel, post: gp.Posterior, unit, y_best, Xq):
+def _score(search: BayesianSearch, kernel: BaseKernel, post: gp.Posterior, unit, y_best, Xq):
     """The acquisition's score at `Xq` (`-inf` where it is NaN)."""
     mean, std = gp.predict(kernel, post, Xq)
-    s = opt.acquisition.score(mean / unit, std / unit, y_best / unit)
+    s = search.acquisition.score(mean / unit, std / unit, y_best / unit)
     return jnp.where(jnp.isnan(s), -jnp.inf, s)
 
 
@@ -104,7 +104,7 @@ def _penalised(flat: FlatSpace, scores, Xq, X, m):
 
 
 def _pick(
-    opt: BayesianSearch, flat: FlatSpace, kernel, post, unit, y_best, X, m, x_best, key, use_gp
+    search: BayesianSearch, flat: FlatSpace, kernel, post, unit, y_best, X, m, x_best, key, use_gp
 ):
     """One point: the best of the candidates and of their L-BFGS refinements.
 
@@ -112,13 +112,13 @@ def _pick(
     """
 
     def score(Xq):
-        return _score(opt, kernel, post, unit, y_best, Xq)
+        return _score(search, kernel, post, unit, y_best, Xq)
 
-    cands = _snap(flat, candidates(key, x_best, opt.n_candidates, flat.n_params))
+    cands = _snap(flat, candidates(key, x_best, search.n_candidates, flat.n_params))
     s_c = _penalised(flat, score(cands), cands, X, m)
-    if opt.n_restarts > 0 and opt.n_lbfgs_steps > 0:
-        starts = cands[restart_indices(s_c, opt.n_restarts)]
-        refined, s_r = gp.maximize_acquisition(score, starts, opt.n_lbfgs_steps)
+    if search.n_restarts > 0 and search.n_lbfgs_steps > 0:
+        starts = cands[restart_indices(s_c, search.n_restarts)]
+        refined, s_r = gp.maximize_acquisition(score, starts, search.n_lbfgs_steps)
         if flat.integer.any():  # snapping moves the point: score it where it will be evaluated
             refined = _snap(flat, refined)
             s_r = _penalised(flat, score(refined), refined, X, m)
@@ -128,7 +128,7 @@ def _pick(
 
 
 def believer_batch(
-    opt: BayesianSearch,
+    search: BayesianSearch,
     flat: FlatSpace,
     kernel: BaseKernel,
     params: gp.GPParams,
@@ -144,22 +144,22 @@ def believer_batch(
     `(n_parallel, n_params)`. While `use_gp` is false (warm-up, or no finite result
     yet) each pick is uniformly random instead: one code path, compiled once.
     """
-    n_max, d, P = data.X.shape[0], flat.n_params, opt.n_parallel
+    n_max, d, P = data.X.shape[0], flat.n_params, search.n_parallel
     x_best = data.X[jnp.argmax(jnp.where(data.mask, data.y, -jnp.inf))]
 
     def body(data, inputs):
         X, y, m = data.X, data.y, data.mask
         j, k = inputs
         k_cand, k_hall = jax.random.split(k)
-        post = gp.fit(kernel, params, data, opt.jitter)
+        post = gp.fit(kernel, params, data, search.jitter)
         # The believer takes its pseudo-observations for real: a hallucinated value
         # above the best becomes the incumbent the next picks must beat.
-        y_best = incumbent(post, y, opt.jitter)
-        x = _pick(opt, flat, kernel, post, unit, y_best, X, m, x_best, k_cand, use_gp)
+        y_best = incumbent(post, y, search.jitter)
+        x = _pick(search, flat, kernel, post, unit, y_best, X, m, x_best, k_cand, use_gp)
         mean, std = gp.predict(kernel, post, x[None, :])
         # A scalar; hallucinations written for hyperoptax 0.2.0 return shape (1,).
         h = unit * jnp.reshape(
-            opt.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit), ()
+            search.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit), ()
         )
         slot = n_max + j
         return gp.Dataset(X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x

@@ -45,13 +45,13 @@ def model_targets(y, mask, maximize: bool, n_params: int = 1):
     the incumbent in more than two or three dimensions (benchmarks/RESULTS.md, "The library
     defaults").
     """
-    f = y if maximize else -y
-    finite = mask & jnp.isfinite(f)
-    worst = jnp.min(jnp.where(finite, f, jnp.inf))
+    oriented = y if maximize else -y
+    finite = mask & jnp.isfinite(oriented)
+    worst = jnp.min(jnp.where(finite, oriented, jnp.inf))
     worst = jnp.where(jnp.any(finite), worst, 0.0)
-    f = jnp.where(finite, f, worst)
-    best = jnp.max(jnp.where(mask, f, -jnp.inf))
-    gap = jnp.where(mask, best - f, jnp.nan)
+    oriented = jnp.where(finite, oriented, worst)
+    best = jnp.max(jnp.where(mask, oriented, -jnp.inf))
+    gap = jnp.where(mask, best - oriented, jnp.nan)
     scale = jnp.nanmedian(gap)
     scale = jnp.where(scale > 0, scale, jnp.nanmax(gap))
     scale = jnp.where(scale > 0, scale, 1.0) * warp_medians(y.dtype)

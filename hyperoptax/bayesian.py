@@ -175,12 +175,12 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
                 f"n_parallel={self.n_parallel} results; pass n_max >= n_parallel."
             )
         flat = flatten_space(space)
-        f = float_dtype()
-        ls = jnp.broadcast_to(jnp.asarray(self.kernel.length_scale, f), (flat.n_params,))
+        dtype = float_dtype()
+        ls = jnp.broadcast_to(jnp.asarray(self.kernel.length_scale, dtype), (flat.n_params,))
         return BayesianSearchState(
             space,
-            jnp.zeros((n_max, flat.n_params), f),
-            jnp.zeros((n_max,), f),
+            jnp.zeros((n_max, flat.n_params), dtype),
+            jnp.zeros((n_max,), dtype),
             jnp.zeros((n_max,), bool),
             jnp.clip(jnp.log(ls), *gp.LOG_LS_BOUNDS),
         )
@@ -316,8 +316,8 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
                 f"{name}: {len(y)} observations do not fit in the {free} free slots of the "
                 f"state (n_max={state.mask.shape[0]}); pass a larger `n_max` to `init`."
             )
-        f = state.X.dtype
-        return _update(self, state, jnp.asarray(y, f), jnp.asarray(X, f))
+        dtype = state.X.dtype
+        return _update(self, state, jnp.asarray(y, dtype), jnp.asarray(X, dtype))
 
     @typecheck
     def predict(
@@ -364,26 +364,26 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
 
 
 @eqx.filter_jit
-def _best_index(opt: BayesianSearch, state: BayesianSearchState) -> Array:
+def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     """The row of `best_params`: see its docstring."""
     flat = flatten_space(state.space)
     ok = state.mask & jnp.isfinite(state.y)
-    z, _ = model_targets(state.y, state.mask, opt.maximize)
+    z, _ = model_targets(state.y, state.mask, search.maximize)
     params = _gp_params(state)
-    post = gp.fit(_model_kernel(opt, flat), params, _dataset(flat, state, z), opt.jitter)
+    post = gp.fit(_model_kernel(search, flat), params, _dataset(flat, state, z), search.jitter)
     # The targets are standardised, and the noise variance is on their scale.
-    noise_sd = jnp.sqrt(gp.diagonal(params, opt.jitter, z.dtype))
+    noise_sd = jnp.sqrt(gp.diagonal(params, search.jitter, z.dtype))
     z_best = jnp.max(jnp.where(ok, z, -jnp.inf))
     eligible = ok & (z >= z_best - 2.0 * noise_sd)
-    mean = gp.fitted_mean(post, z, opt.jitter)
+    mean = gp.fitted_mean(post, z, search.jitter)
     return jnp.argmax(jnp.where(eligible, mean, -jnp.inf))
 
 
-def _model_kernel(opt: BayesianSearch, flat: FlatSpace) -> BaseKernel:
+def _model_kernel(search: BayesianSearch, flat: FlatSpace) -> BaseKernel:
     """The kernel the GP uses: the configured one, with categorical columns unordered."""
     if any(flat.n_choices):
-        return Unordered(opt.kernel, flat.n_choices)
-    return opt.kernel
+        return Unordered(search.kernel, flat.n_choices)
+    return search.kernel
 
 
 def _gp_params(state: BayesianSearchState) -> gp.GPParams:
@@ -397,7 +397,7 @@ def _dataset(flat: FlatSpace, state: BayesianSearchState, z) -> gp.Dataset:
 
 @eqx.filter_jit
 def _update(
-    opt: BayesianSearch, state: BayesianSearchState, results, params
+    search: BayesianSearch, state: BayesianSearchState, results, params
 ) -> BayesianSearchState:
     flat = flatten_space(state.space)
     X_new = flat.as_matrix(params)
@@ -412,9 +412,9 @@ def _update(
             state.mask.at[idx].set(True, mode="drop"),
         ),
     )
-    if opt.n_hparam_steps == 0:
+    if search.n_hparam_steps == 0:
         return state
-    z, _ = model_targets(state.y, state.mask, opt.maximize)
+    z, _ = model_targets(state.y, state.mask, search.maximize)
 
     # The fresh starts of the fit cost twice what refining the last fit does, so after the
     # first 16 observations they run when the count passes a multiple of 8.
@@ -423,11 +423,11 @@ def _update(
 
     def refit():
         return gp.fit_hyperparameters(
-            _model_kernel(opt, flat),
+            _model_kernel(search, flat),
             _gp_params(state),
             _dataset(flat, state, z),
-            opt.jitter,
-            opt.n_hparam_steps,
+            search.jitter,
+            search.n_hparam_steps,
             fresh_starts=fresh,
         )
 
@@ -440,27 +440,27 @@ def _update(
 
 
 @eqx.filter_jit
-def _predict(opt: BayesianSearch, state: BayesianSearchState, X):
+def _predict(search: BayesianSearch, state: BayesianSearchState, X):
     flat = flatten_space(state.space)
-    z, unit = model_targets(state.y, state.mask, opt.maximize, flat.n_params)
-    kernel = _model_kernel(opt, flat)
-    post = gp.fit(kernel, _gp_params(state), _dataset(flat, state, z), opt.jitter)
+    z, unit = model_targets(state.y, state.mask, search.maximize, flat.n_params)
+    kernel = _model_kernel(search, flat)
+    post = gp.fit(kernel, _gp_params(state), _dataset(flat, state, z), search.jitter)
     mean, std = gp.predict(kernel, post, flat.to_unit(X))
-    y_best = incumbent(post, z, opt.jitter) / unit
-    return mean / unit, std / unit, opt.acquisition(mean / unit, std / unit, y_best)
+    y_best = incumbent(post, z, search.jitter) / unit
+    return mean / unit, std / unit, search.acquisition(mean / unit, std / unit, y_best)
 
 
 @eqx.filter_jit
-def _suggest(opt: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArray) -> PyTree:
+def _suggest(search: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArray) -> PyTree:
     flat = flatten_space(state.space)
     n_obs = jnp.sum(state.mask)
     n_finite = jnp.sum(state.mask & jnp.isfinite(state.y))
-    use_gp = (n_obs >= opt.n_warmup * opt.n_parallel) & (n_finite >= 1)
-    z, unit = model_targets(state.y, state.mask, opt.maximize, flat.n_params)
+    use_gp = (n_obs >= search.n_warmup * search.n_parallel) & (n_finite >= 1)
+    z, unit = model_targets(state.y, state.mask, search.maximize, flat.n_params)
     batch = believer_batch(
-        opt,
+        search,
         flat,
-        _model_kernel(opt, flat),
+        _model_kernel(search, flat),
         _gp_params(state),
         _dataset(flat, state, z),
         unit,

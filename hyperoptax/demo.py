@@ -85,16 +85,16 @@ def mlp_validation_error(key: PRNGKeyArray, params: dict, steps: int = 100) -> F
         logits = forward(m, Xtr, k)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), ytr[:, None], axis=1))
 
-    opt = optax.adamw(params["lr"], weight_decay=params["weight_decay"])
+    adamw = optax.adamw(params["lr"], weight_decay=params["weight_decay"])
     weights, static = eqx.partition(model, eqx.is_array)
 
     def step(carry, k):
         weights, state = carry
         grads = jax.grad(lambda w: loss(eqx.combine(w, static), k))(weights)
-        updates, state = opt.update(grads, state, weights)
+        updates, state = adamw.update(grads, state, weights)
         return (optax.apply_updates(weights, updates), state), None
 
-    init = (weights, opt.init(weights))
+    init = (weights, adamw.init(weights))
     (weights, _), _ = jax.lax.scan(step, init, jax.random.split(k_drop, steps))
     pred = jnp.argmax(forward(eqx.combine(weights, static), Xva), axis=1)
     return jnp.mean(pred != yva)
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.parallel} trained at once, validation error (lower is better).",
         flush=True,
     )
-    state, opt = BayesianSearch.init(
+    state, search = BayesianSearch.init(
         SPACE,
         n_max=args.evaluations,
         maximize=False,
@@ -139,11 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
                 flush=True,
             )
 
-    state, _ = opt.optimize(
+    state, _ = search.optimize(
         state, jax.random.PRNGKey(args.seed), mlp_validation_error, callback=report
     )
-    config = {k: np.asarray(v).item() for k, v in opt.best_params(state).items()}
-    error = float(opt.best_result(state))
+    config = {k: np.asarray(v).item() for k, v in search.best_params(state).items()}
+    error = float(search.best_result(state))
     print(f"Best after {int(state.mask.sum())} configurations ({time.perf_counter() - t0:.1f} s):")
     print(f"  {_format(config)}")
     print(f"  validation error {error:.4f} (accuracy {100 * (1 - error):.1f}%)")

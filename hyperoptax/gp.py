@@ -352,7 +352,7 @@ def fit_hyperparameters(
     of a step stops growing with the number of observations. With `fresh_starts` false
     (a traced bool is fine) only `params` is refined, a third of the cost.
     """
-    opt = optax.adam(learning_rate)
+    adam = optax.adam(learning_rate)
     if data.X.shape[0] > max_points:
         data = spread_subset(data, max_points)
     data = Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
@@ -365,14 +365,14 @@ def fit_hyperparameters(
         best_v = jnp.where(better, v, best_v)
         # A NaN gradient (failed factorisation) must not poison the parameters.
         g = jax.tree_util.tree_map(lambda x: jnp.where(jnp.isfinite(x), x, 0.0), g)
-        u, s = opt.update(g, s, p)
+        u, s = adam.update(g, s, p)
         return (optax.apply_updates(p, u).clip(), s, best_p, best_v), None
 
     def run(p):
         inf = jnp.asarray(jnp.inf, p.log_output_scale.dtype)
         # One step more than asked: the last one only scores the final iterate.
         (_, _, best_p, best_v), _ = jax.lax.scan(
-            step, (p, opt.init(p), p, inf), None, length=n_steps + 1
+            step, (p, adam.init(p), p, inf), None, length=n_steps + 1
         )
         return best_p, best_v
 
@@ -411,7 +411,7 @@ def maximize_acquisition(
     # cube (a trust region), and the best iterate is kept. One value-and-gradient per
     # step, traced once (the loop also scores the last iterate, so nothing else calls
     # `score`), keeps this cheap to run and to compile.
-    opt = optax.chain(optax.scale_by_lbfgs(), optax.scale(-1.0), optax.clip_by_global_norm(0.1))
+    lbfgs = optax.chain(optax.scale_by_lbfgs(), optax.scale(-1.0), optax.clip_by_global_norm(0.1))
 
     def neg(x):
         return -score(jnp.clip(x, 0.0, 1.0)[None, :])[0]
@@ -423,11 +423,11 @@ def maximize_acquisition(
             g = jnp.where(jnp.isfinite(g), g, 0.0)
             better = v < best_v
             best_x, best_v = jnp.where(better, x, best_x), jnp.where(better, v, best_v)
-            u, s = opt.update(g, s, x)
+            u, s = lbfgs.update(g, s, x)
             return (optax.apply_updates(x, u), s, best_x, best_v), None
 
         inf = jnp.asarray(jnp.inf, x0.dtype)
-        init = (x0, opt.init(x0), x0, inf)
+        init = (x0, lbfgs.init(x0), x0, inf)
         (_, _, best_x, best_v), _ = jax.lax.scan(step, init, None, length=n_steps + 1)
         return jnp.clip(best_x, 0.0, 1.0), -best_v
 

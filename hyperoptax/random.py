@@ -51,6 +51,6 @@ class RandomSearch(Optimizer[OptimizerState]):
 
 
 @eqx.filter_jit
-def _sample(opt: RandomSearch, state: OptimizerState, key: PRNGKeyArray) -> PyTree:
+def _sample(search: RandomSearch, state: OptimizerState, key: PRNGKeyArray) -> PyTree:
     flat = flatten_space(state.space)
-    return flat.unflatten(flat.from_unit(flat.sample_unit(key, opt.n_parallel)))
+    return flat.unflatten(flat.from_unit(flat.sample_unit(key, search.n_parallel)))
