@@ -280,8 +280,8 @@ def cmd_run(args):
 def load(paths, dtype="float32", commit=None, quick=False, found="reported"):
     """{(problem, contestant): [row, ...]}: full-budget runs, one per seed (the latest).
 
-    With `found="observed"` each run is scored by `found_observed` (rows without it are
-    left out).
+    With `found="observed"` each run is scored by `found_observed` (hyperoptax rows
+    without it are left out; random search and the peers report their best observation).
     """
     runs = {}
     for path in paths:
@@ -289,6 +289,9 @@ def load(paths, dtype="float32", commit=None, quick=False, found="reported"):
             if r["problem"] not in PROBLEMS or r["dtype"] != dtype:
                 continue
             if found == "observed":
+                # Random search and the peers report their best observation anyway.
+                if r["contestant"] in ("random", *PEERS):
+                    r = dict(r, found_observed=r.get("found_observed", r["found"]))
                 if "found_observed" not in r:
                     continue
                 r = dict(r, found=r["found_observed"])
