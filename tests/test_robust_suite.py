@@ -111,3 +111,13 @@ def test_score_and_failure_rate():
     s = robust.summary(grouped)[(name, "hx")]
     np.testing.assert_allclose(s["score"], [100.0, 50.0, -25.0])
     assert list(s["fail"]) == [False, False, True]
+
+
+def test_faces_counts_the_model_driven_suggestions():
+    import faces
+
+    r = faces.faces("branin", 1, budget=16)
+    # A budget of 16 less the recommended ten random start-up evaluations.
+    assert r["suggestions"] == 6
+    # Each suggestion on a face has one or both of Branin's two coordinates there.
+    assert r["with_a_face"] <= r["per_suggestion"] * 6 <= 2 * r["with_a_face"]
