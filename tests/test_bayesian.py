@@ -356,9 +356,11 @@ def test_finds_branin_optimum(random_branin_regret, settings, factor):
     state, opt = hx.BayesianSearch.init(
         BRANIN_SPACE, n_max=50, maximize=False, **{**kwargs, "n_candidates": 256}
     )
-    keys = jax.random.split(KEY, 5)
-    _, (_, rh) = eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin))(keys)
-    regret = np.min(np.asarray(rh), axis=(1, 2)) - BRANIN_MIN
+    # One compiled step reused for every seed (a vmapped scan would compile far longer).
+    regret = [
+        float(np.min(np.concatenate(opt.optimize(state, k, branin)[1][1]))) - BRANIN_MIN
+        for k in jax.random.split(KEY, 5)
+    ]
     assert np.median(regret) < random_branin_regret / factor, (regret, random_branin_regret)
 
 
