@@ -99,7 +99,15 @@ def _penalised(flat: FlatSpace, scores, Xq, X, m):
     """`scores`, with `-inf` where a snapped point coincides with one already taken."""
     if not flat.integer.any():
         return scores
-    same = jnp.all(Xq[:, None, :] == X[None, :, :], axis=-1) & m[None, :]
+
+    # Column by column on `(q, n)` matrices: XLA's CPU backend is several times slower on
+    # the `(q, n, d)` broadcast (as for the kernel's distances, `BaseKernel.dim_sqdist`).
+    def same_column(j, same):
+        return same & (Xq[:, j][:, None] == X[:, j][None, :])
+
+    same = jax.lax.fori_loop(
+        0, Xq.shape[1], same_column, jnp.broadcast_to(m, (Xq.shape[0], m.shape[0]))
+    )
     return jnp.where(jnp.any(same, axis=1), -jnp.inf, scores)
 
 
