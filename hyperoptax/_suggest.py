@@ -139,6 +139,7 @@ def believer_batch(
     search: BayesianSearch,
     flat: FlatSpace,
     kernel: BaseKernel,
+    prior_mean: gp.BoundaryMean,
     params: gp.GPParams,
     data: gp.Dataset,
     unit,
@@ -147,9 +148,10 @@ def believer_batch(
 ) -> Array:
     """Kriging Believer: pick, hallucinate, refit, `n_parallel` times, as one scan.
 
-    `data` holds the observations on the unit cube with the model's targets, `unit`
-    the acquisitions' scale (`_targets.model_targets`). Returns the batch on the unit cube,
-    `(n_parallel, n_params)`. While `use_gp` is false (warm-up, or no finite result
+    The GP has the covariance `kernel` and the prior mean `prior_mean`. `data` holds the
+    observations on the unit cube with the model's targets, `unit` the acquisitions' scale
+    (`_targets.model_targets`). Returns the batch on the unit cube, `(n_parallel,
+    n_params)`. While `use_gp` is false (warm-up, or no finite result
     yet) each pick is uniformly random instead: one code path, compiled once.
     """
     n_max, d, P = data.X.shape[0], flat.n_params, search.n_parallel
@@ -159,7 +161,7 @@ def believer_batch(
         X, y, m = data.X, data.y, data.mask
         j, k = inputs
         k_cand, k_hall = jax.random.split(k)
-        post = gp.fit(kernel, params, data, search.jitter)
+        post = gp.fit(kernel, params, data, search.jitter, prior_mean)
         # The believer takes its pseudo-observations for real: a hallucinated value
         # above the best becomes the incumbent the next picks must beat.
         y_best = incumbent(post, y, search.jitter)

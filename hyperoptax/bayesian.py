@@ -370,7 +370,9 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     ok = state.mask & jnp.isfinite(state.y)
     z, _ = model_targets(state.y, state.mask, search.maximize)
     params = _gp_params(state)
-    post = gp.fit(_model_kernel(search, flat), params, _dataset(flat, state, z), search.jitter)
+    post = gp.fit(
+        _model_kernel(search, flat), params, _dataset(flat, state, z), search.jitter, _mean(flat)
+    )
     # The targets are standardised, and the noise variance is on their scale.
     noise_sd = jnp.sqrt(gp.diagonal(params, search.jitter, z.dtype))
     z_best = jnp.max(jnp.where(ok, z, -jnp.inf))
@@ -384,6 +386,12 @@ def _model_kernel(search: BayesianSearch, flat: FlatSpace) -> BaseKernel:
     if any(flat.n_choices):
         return Unordered(search.kernel, flat.n_choices)
     return search.kernel
+
+
+def _mean(flat: FlatSpace) -> gp.BoundaryMean:
+    """The GP's prior mean: lower towards the faces of the ordered columns."""
+    ordered = [0.0 if k else 1.0 for k in flat.n_choices]
+    return gp.BoundaryMean(jnp.asarray(ordered, float_dtype()))
 
 
 def _gp_params(state: BayesianSearchState) -> gp.GPParams:
@@ -429,6 +437,7 @@ def _update(
             search.jitter,
             search.n_hparam_steps,
             fresh_starts=fresh,
+            mean=_mean(flat),
         )
 
     p = jax.lax.cond(jnp.sum(state.mask) >= 2, refit, lambda: _gp_params(state))
@@ -444,7 +453,7 @@ def _predict(search: BayesianSearch, state: BayesianSearchState, X):
     flat = flatten_space(state.space)
     z, unit = model_targets(state.y, state.mask, search.maximize, flat.n_params)
     kernel = _model_kernel(search, flat)
-    post = gp.fit(kernel, _gp_params(state), _dataset(flat, state, z), search.jitter)
+    post = gp.fit(kernel, _gp_params(state), _dataset(flat, state, z), search.jitter, _mean(flat))
     mean, std = gp.predict(kernel, post, flat.to_unit(X))
     y_best = incumbent(post, z, search.jitter) / unit
     return mean / unit, std / unit, search.acquisition(mean / unit, std / unit, y_best)
@@ -461,6 +470,7 @@ def _suggest(search: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArr
         search,
         flat,
         _model_kernel(search, flat),
+        _mean(flat),
         _gp_params(state),
         _dataset(flat, state, z),
         unit,

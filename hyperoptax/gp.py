@@ -25,6 +25,7 @@ from .kernels import BaseKernel
 __all__ = [
     "Dataset",
     "GPParams",
+    "BoundaryMean",
     "Posterior",
     "fit",
     "predict",
@@ -107,14 +108,47 @@ class Dataset(eqx.Module):
     mask: Bool[Array, " n"]
 
 
+class BoundaryMean(eqx.Module):
+    """The GP's prior mean: highest at the centre of the cube, lower towards its faces.
+
+    `-drop * (q(x) - 1/3)` with `q(x)` the average of `(2 x_k - 1)^2` over the ordered
+    columns (`weights` 1; 0 for a categorical column, whose position on the unit
+    interval means nothing): 0 at the centre, 1 at a corner, 1/3 on average over the
+    cube, so the prior mean averages to the targets' mean over the cube and a corner
+    sits `drop` standardised units below the centre. It states the belief that the
+    objective does not keep improving beyond the observations. With a constant prior
+    mean, the posterior mean extrapolates a slope onto the faces and the posterior
+    standard deviation is largest at the corners, farthest from the data, so the
+    acquisitions favour the faces: a search that puts a parameter on a bound never learns
+    what it does inside (benchmarks/RESULTS.md, "Suggestions on the faces of the cube").
+    Near observations the data decide, so an optimum on a face is still found.
+    """
+
+    weights: Float[Array, " d"]
+    drop: float = eqx.field(default=1.0, static=True)
+
+    def __call__(self, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+        total = jnp.maximum(jnp.sum(self.weights), 1.0)
+        q = jnp.sum(self.weights[None, :] * (2.0 * X - 1.0) ** 2, axis=-1) / total
+        return -self.drop * (q - jnp.sum(self.weights) / total / 3.0)
+
+
+def _residuals(data: Dataset, mean: BoundaryMean | None) -> Dataset:
+    """`data` with the prior mean taken off the targets (0 on masked rows)."""
+    y = data.y if mean is None else data.y - mean(data.X)
+    return Dataset(data.X, jnp.where(data.mask, y, 0.0), data.mask)
+
+
 class Posterior(eqx.Module):
-    """A fitted GP: training inputs, mask, Cholesky factor and `K^-1 y`."""
+    """A fitted GP: training inputs, mask, Cholesky factor, `K^-1 (y - m(X))` and the prior
+    mean `m` (`None`: zero)."""
 
     X: Float[Array, "n d"]
     mask: Bool[Array, " n"]
     chol: Float[Array, "n n"]
     alpha: Float[Array, " n"]
     params: GPParams
+    mean: BoundaryMean | None = None
 
 
 def _cross(kernel: BaseKernel, params: GPParams, A, B):
@@ -183,14 +217,20 @@ def _cholesky(K, jitter):
 
 
 @typecheck
-def fit(kernel: BaseKernel, params: GPParams, data: Dataset, jitter) -> Posterior:
-    """Condition the GP on the observations in `data`."""
+def fit(
+    kernel: BaseKernel,
+    params: GPParams,
+    data: Dataset,
+    jitter,
+    mean: BoundaryMean | None = None,
+) -> Posterior:
+    """Condition the GP (prior mean `mean`, zero if `None`) on the observations in `data`."""
     X, mask = data.X, data.mask
     L = _cholesky(_masked_gram(kernel, params, X, mask, jitter), effective_jitter(jitter, X.dtype))
     # Triangular solves rather than an explicit inverse: float32 needs the accuracy
     # to resolve the objective near the optimum.
-    alpha = jax.scipy.linalg.cho_solve((L, True), jnp.where(mask, data.y, 0.0))
-    return Posterior(X, mask, L, alpha, params)
+    alpha = jax.scipy.linalg.cho_solve((L, True), _residuals(data, mean).y)
+    return Posterior(X, mask, L, alpha, params, mean)
 
 
 @typecheck
@@ -200,6 +240,8 @@ def predict(
     """Posterior mean and standard deviation of the latent function at `Xq`."""
     Ks = jnp.where(post.mask[:, None], _cross(kernel, post.params, post.X, Xq), 0.0)
     mean = Ks.T @ post.alpha
+    if post.mean is not None:
+        mean = mean + post.mean(Xq)
     v = jax.scipy.linalg.solve_triangular(post.chol, Ks, lower=True)
     var = jnp.exp(2 * post.params.log_output_scale) - jnp.sum(v * v, axis=0)
     std = jnp.sqrt(jnp.maximum(var, jnp.finfo(var.dtype).tiny))
@@ -210,21 +252,22 @@ def predict(
 def fitted_mean(post: Posterior, y: Float[Array, " n"], jitter) -> Float[Array, " n"]:
     """Posterior mean of the latent function at the training inputs (0 on masked rows).
 
-    `fit` solved `(K + (noise + jitter) I) alpha = y`, so the latent mean `K alpha` there
-    is `y - (noise + jitter) alpha`: what the model believes was observed, without
-    another kernel evaluation. It equals `y` when the model interpolates and is pulled
-    towards the neighbours where it explains part of an observation as noise.
+    `fit` solved `(K + (noise + jitter) I) alpha = y - m(X)`, so the latent mean
+    `m(X) + K alpha` there is `y - (noise + jitter) alpha`: what the model believes was
+    observed, without another kernel evaluation. It equals `y` when the model
+    interpolates and is pulled towards the neighbours where it explains part of an
+    observation as noise.
     """
     return jnp.where(post.mask, y - diagonal(post.params, jitter, y.dtype) * post.alpha, 0.0)
 
 
 @typecheck
 def neg_log_marginal_likelihood(
-    kernel: BaseKernel, params: GPParams, data: Dataset, jitter
+    kernel: BaseKernel, params: GPParams, data: Dataset, jitter, mean: BoundaryMean | None = None
 ) -> Float[Array, ""]:
     """Negative log marginal likelihood of the observations in `data`."""
-    post = fit(kernel, params, data, jitter)
-    y = jnp.where(data.mask, data.y, 0.0)
+    post = fit(kernel, params, data, jitter, mean)
+    y = _residuals(data, mean).y
     n = jnp.sum(data.mask)
     return (
         0.5 * jnp.dot(y, post.alpha)
@@ -264,11 +307,11 @@ def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
 
 
 def neg_log_posterior(
-    kernel: BaseKernel, params: GPParams, data: Dataset, jitter
+    kernel: BaseKernel, params: GPParams, data: Dataset, jitter, mean: BoundaryMean | None = None
 ) -> Float[Array, ""]:
     """What the hyperparameter fit minimises: the negative log marginal likelihood plus the
     negative log prior (`inf` where the factorisation fails)."""
-    v = neg_log_marginal_likelihood(kernel, params, data, jitter) + _neg_log_prior(params)
+    v = neg_log_marginal_likelihood(kernel, params, data, jitter, mean) + _neg_log_prior(params)
     return jnp.where(jnp.isfinite(v), v, jnp.inf)
 
 
@@ -338,6 +381,7 @@ def fit_hyperparameters(
     learning_rate: float = 0.1,
     max_points: int = MAX_FIT_POINTS,
     fresh_starts=True,
+    mean: BoundaryMean | None = None,
 ) -> GPParams:
     """Maximum a posteriori hyperparameters: `n_steps` of Adam from three starts, the best kept.
 
@@ -350,12 +394,13 @@ def fit_hyperparameters(
     best one is returned, so the result is never worse than `params`. Buffers longer
     than `max_points` are fitted on `spread_subset` of their observations, so the cost
     of a step stops growing with the number of observations. With `fresh_starts` false
-    (a traced bool is fine) only `params` is refined, a third of the cost.
+    (a traced bool is fine) only `params` is refined, a third of the cost. `mean` is the
+    GP's prior mean (zero if `None`), as in `fit`.
     """
     adam = optax.adam(learning_rate)
     if data.X.shape[0] > max_points:
         data = spread_subset(data, max_points)
-    data = Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
+    data = _residuals(data, mean)
 
     def step(carry, _):
         p, s, best_p, best_v = carry

@@ -536,15 +536,43 @@ def test_recommended_settings_are_accepted_for_each_precision(x64):
     assert "acquisition" in out.stdout and "kernel" in out.stdout
 
 
+def _two_unit_parameters():
+    # The configuration of the next three tests (compiled once for all of them).
+    space = {"x0": hx.LinearSpace(0.0, 1.0), "x1": hx.LinearSpace(0.0, 1.0)}
+    return hx.BayesianSearch.init(
+        space, n_max=31, maximize=False, **{**hx.recommended(n_parallel=1), "n_candidates": 256}
+    )
+
+
+def test_an_uninformative_start_does_not_send_the_search_to_a_corner():
+    # Ten results near the centre that say nothing (all equal): with a constant prior
+    # mean the acquisition is largest where the posterior is most uncertain, a corner
+    # of the cube; the prior mean that falls towards the faces (`gp.BoundaryMean`)
+    # makes the model expect no better there than anywhere else it has not looked.
+    state, opt = _two_unit_parameters()
+    X = 0.45 + 0.1 * jax.random.uniform(jax.random.PRNGKey(4), (10, 2))
+    state = opt.warm_start(state, X, jnp.ones(10))
+    x = opt.get_next_params(state, KEY)
+    on_face = [min(float(v[0]), 1.0 - float(v[0])) < 0.02 for v in (x["x0"], x["x1"])]
+    assert not all(on_face), x
+
+
+def test_an_optimum_on_a_face_is_still_found():
+    # The prior mean only speaks where there are no data: results that show the best
+    # on the face x0 = 0 bring the next suggestion to that face.
+    state, opt = _two_unit_parameters()
+    X = jax.random.uniform(jax.random.PRNGKey(3), (30, 2))
+    state = opt.warm_start(state, X, X[:, 0] + 4.0 * (X[:, 1] - 0.3) ** 2)
+    x = opt.get_next_params(state, KEY)
+    assert float(x["x0"][0]) < 0.02 and abs(float(x["x1"][0]) - 0.3) < 0.1, x
+
+
 def test_a_parameter_written_off_early_comes_back_when_the_data_show_its_effect():
     # The model once decided that `x0` does not matter (its length scale at the upper
     # bound). Thirty results that show its effect (best at x0 = 0.3, inside the range)
     # must bring it back: a refit shortens the length scale, and the next suggestion
     # does not sit at a bound of x0.
-    space = {"x0": hx.LinearSpace(0.0, 1.0), "x1": hx.LinearSpace(0.0, 1.0)}
-    state, opt = hx.BayesianSearch.init(
-        space, n_max=31, maximize=False, **{**hx.recommended(n_parallel=1), "n_candidates": 256}
-    )
+    state, opt = _two_unit_parameters()
     X = jax.random.uniform(jax.random.PRNGKey(3), (30, 2))
     y = 4.0 * (X[:, 0] - 0.3) ** 2 + 0.2 * X[:, 1]
     stuck = eqx.tree_at(lambda s: s.log_length_scale, state, jnp.array([jnp.log(100.0), 0.0]))

@@ -26,15 +26,36 @@ def test_posterior_interpolates_noise_free_data():
     assert float(std.max()) < 0.05
 
 
+@pytest.mark.parametrize("prior_mean", [None, gp.BoundaryMean(jnp.ones(D))])
 @pytest.mark.parametrize("noise", [1e-6, 0.3])
-def test_fitted_mean_is_the_posterior_mean_at_the_observations(noise):
-    post = gp.fit(KERNEL, params(noise=noise), gp.Dataset(X, Y, MASK), 1e-6)
+def test_fitted_mean_is_the_posterior_mean_at_the_observations(noise, prior_mean):
+    post = gp.fit(KERNEL, params(noise=noise), gp.Dataset(X, Y, MASK), 1e-6, prior_mean)
     fitted = gp.fitted_mean(post, Y, 1e-6)
     mean, _ = gp.predict(KERNEL, post, X[:9])
     np.testing.assert_allclose(fitted[:9], mean, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(fitted[9:], 0.0)
     if noise > 0.1:  # a noisy model does not reproduce its observations
         assert float(jnp.max(jnp.abs(fitted[:9] - Y[:9]))) > 0.1
+
+
+def test_boundary_mean_falls_towards_the_faces_and_ignores_unordered_columns():
+    prior_mean = gp.BoundaryMean(jnp.ones(D))
+    # Without observations the posterior mean is the prior mean: a corner `drop` (1)
+    # below the centre, the middle of a face half as much.
+    post = gp.fit(KERNEL, params(), gp.Dataset(X, Y, jnp.zeros(N, bool)), 1e-6, prior_mean)
+    mean, _ = gp.predict(KERNEL, post, jnp.array([[0.5, 0.5], [0.0, 0.5], [1.0, 0.0]]))
+    np.testing.assert_allclose(mean, [1 / 3, -1 / 6, -2 / 3], atol=1e-6)
+    # It averages to zero over the cube: the targets' mean stays the level far from data.
+    u = jax.random.uniform(jax.random.PRNGKey(2), (20000, D))
+    assert abs(float(jnp.mean(prior_mean(u)))) < 0.01
+    # Near the observations the data decide: the model still interpolates them.
+    post = gp.fit(KERNEL, params(), gp.Dataset(X, Y, MASK), 1e-6, prior_mean)
+    np.testing.assert_allclose(gp.predict(KERNEL, post, X[:9])[0], Y[:9], atol=1e-2)
+    # A categorical column (weight 0) has no faces: where its cells sit changes nothing.
+    first_ordered = gp.BoundaryMean(jnp.array([1.0, 0.0]))
+    values = first_ordered(jnp.array([[0.2, 0.0], [0.2, 0.5], [0.2, 1.0]]))
+    np.testing.assert_allclose(values, values[0])
+    assert float(first_ordered(jnp.array([[1.0, 0.5]]))[0]) < float(values[0])
 
 
 def test_masked_rows_are_ignored():
