@@ -4,6 +4,7 @@
     python benchmarks/robust.py run --half held-out --contestants random hx-recommended
     python benchmarks/robust.py run --quick                    # smoke run: 3 problems, tiny budgets
     python benchmarks/robust.py report                         # tables (markdown) and plots
+    python benchmarks/robust.py report --x64                   # the runs made with --x64
     python benchmarks/robust.py reference knn_digits           # a real task's reference value
 
 Every run appends one JSON line to `benchmarks/out/robust.jsonl` (or `--out`): the
@@ -282,11 +283,15 @@ def load(paths, dtype="float32", commit=None, quick=False, found="reported"):
 
     With `found="observed"` each run is scored by `found_observed` (hyperoptax rows
     without it are left out; random search and the peers report their best observation).
+    With `dtype="float64"` the hyperoptax rows are those run under `jax_enable_x64`,
+    scored against the same random-search and peer rows as float32 (they ran once, in
+    float32: a distribution of random results does not depend on JAX's precision).
     """
     runs = {}
     for path in paths:
         for r in _rows(path):
-            if r["problem"] not in PROBLEMS or r["dtype"] != dtype:
+            baseline = r["contestant"] in ("random", *PEERS)
+            if r["problem"] not in PROBLEMS or r["dtype"] != ("float32" if baseline else dtype):
                 continue
             if found == "observed":
                 # Random search and the peers report their best observation anyway.
@@ -417,12 +422,13 @@ def plot(grouped):
 def cmd_report(args):
     grouped = load(
         args.out if isinstance(args.out, list) else [args.out],
+        dtype="float64" if args.x64 else "float32",
         commit=args.commit,
         quick=args.quick,
         found=args.found,
     )
     print(tables(grouped))
-    if not args.no_plots:
+    if not args.no_plots and not args.x64:  # the plots show the float32 runs
         plot(grouped)
 
 
@@ -466,6 +472,9 @@ def main(argv=None):
     p.add_argument("--commit", nargs="*", help="hyperoptax rows from these commits only")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--x64", action="store_true", help="the hyperoptax runs made with jax_enable_x64 (no plots)"
+    )
     p.add_argument(
         "--found",
         choices=["reported", "observed"],

@@ -113,6 +113,24 @@ def test_score_and_failure_rate():
     assert list(s["fail"]) == [False, False, True]
 
 
+def test_float64_report_takes_float64_runs_against_the_float32_baselines(tmp_path):
+    # Random search and the peers ran once, in float32; `report --x64` scores the
+    # hyperoptax runs made under jax_enable_x64 against them, and the float32 report
+    # never mixes the two precisions.
+    out = tmp_path / "rows.jsonl"
+    base = dict(problem="branin", budget=suite.PROBLEMS["branin"].budget, wall=1.0)
+    rows = [
+        dict(base, contestant="random", seed=0, dtype="float32", found=1.0),
+        dict(base, contestant="hx-recommended", seed=0, dtype="float32", found=0.5, commit="a"),
+        dict(base, contestant="hx-recommended", seed=0, dtype="float64", found=0.4, commit="a"),
+    ]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for dtype, found in (("float32", 0.5), ("float64", 0.4)):
+        grouped = robust.load([out], dtype=dtype)
+        assert [r["found"] for r in grouped[("branin", "hx-recommended")]] == [found]
+        assert [r["found"] for r in grouped[("branin", "random")]] == [1.0]
+
+
 def test_faces_counts_the_model_driven_suggestions():
     import faces
 
