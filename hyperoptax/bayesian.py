@@ -437,7 +437,6 @@ def _update(
             search.jitter,
             search.n_hparam_steps,
             fresh_starts=fresh,
-            mean=_mean(flat),
         )
 
     p = jax.lax.cond(jnp.sum(state.mask) >= 2, refit, lambda: _gp_params(state))
