@@ -145,41 +145,64 @@ def believer_batch(
     unit,
     key,
     use_gp,
+    pending=None,
 ) -> Array:
     """Kriging Believer: pick, hallucinate, refit, `n_parallel` times, as one scan.
 
     The GP has the covariance `kernel` and the prior mean `prior_mean`. `data` holds the
     observations on the unit cube with the model's targets, `unit` the acquisitions' scale
-    (`_targets.model_targets`). Returns the batch on the unit cube, `(n_parallel,
-    n_params)`. While `use_gp` is false (warm-up, or no finite result
+    (`_targets.model_targets`). `pending` (`(p, n_params)` on the unit cube, or `None`)
+    are configurations still being evaluated: each is hallucinated and added to the data,
+    as the batch's own picks are, before the first pick. Returns the batch on the unit
+    cube, `(n_parallel, n_params)`. While `use_gp` is false (warm-up, or no finite result
     yet) each pick is uniformly random instead: one code path, compiled once.
     """
     n_max, d, P = data.X.shape[0], flat.n_params, search.n_parallel
+    n_pending = 0 if pending is None else pending.shape[0]
     x_best = data.X[jnp.argmax(jnp.where(data.mask, data.y, -jnp.inf))]
 
-    def body(data, inputs):
-        X, y, m = data.X, data.y, data.mask
-        j, k = inputs
-        k_cand, k_hall = jax.random.split(k)
-        post = gp.fit(kernel, params, data, search.jitter, prior_mean)
-        # The believer takes its pseudo-observations for real: a hallucinated value
-        # above the best becomes the incumbent the next picks must beat.
-        y_best = incumbent(post, y, search.jitter)
-        x = _pick(search, flat, kernel, post, unit, y_best, X, m, x_best, k_cand, use_gp)
+    def believe(data, post, y_best, x, slot, key):
+        """`data` with a pseudo-observation from `hallucination` at `x`, in `slot`."""
         mean, std = gp.predict(kernel, post, x[None, :])
         # A scalar; hallucinations written for hyperoptax 0.2.0 return shape (1,).
         h = unit * jnp.reshape(
-            search.hallucination(mean[0] / unit, std[0] / unit, k_hall, y_best / unit), ()
+            search.hallucination(mean[0] / unit, std[0] / unit, key, y_best / unit), ()
         )
-        slot = n_max + j
-        return gp.Dataset(X.at[slot].set(x), y.at[slot].set(h), m.at[slot].set(True)), x
+        return gp.Dataset(
+            data.X.at[slot].set(x), data.y.at[slot].set(h), data.mask.at[slot].set(True)
+        )
 
-    # Room for the batch's pseudo-observations after the buffers.
+    def fit(data):
+        post = gp.fit(kernel, params, data, search.jitter, prior_mean)
+        # The believer takes its pseudo-observations for real: a hallucinated value
+        # above the best becomes the incumbent the next picks must beat.
+        return post, incumbent(post, data.y, search.jitter)
+
+    def in_flight(data, inputs):
+        j, x, k = inputs
+        post, y_best = fit(data)
+        return believe(data, post, y_best, x, n_max + j, k), None
+
+    def body(data, inputs):
+        j, k = inputs
+        k_cand, k_hall = jax.random.split(k)
+        post, y_best = fit(data)
+        x = _pick(
+            search, flat, kernel, post, unit, y_best, data.X, data.mask, x_best, k_cand, use_gp
+        )
+        return believe(data, post, y_best, x, n_max + n_pending + j, k_hall), x
+
+    # Room for the pending configurations' and the batch's pseudo-observations.
     dtype = data.X.dtype
+    extra = n_pending + P
     carry = gp.Dataset(
-        jnp.concatenate([data.X, jnp.zeros((P, d), dtype)]),
-        jnp.concatenate([data.y, jnp.zeros((P,), dtype)]),
-        jnp.concatenate([data.mask, jnp.zeros((P,), bool)]),
+        jnp.concatenate([data.X, jnp.zeros((extra, d), dtype)]),
+        jnp.concatenate([data.y, jnp.zeros((extra,), dtype)]),
+        jnp.concatenate([data.mask, jnp.zeros((extra,), bool)]),
     )
+    if n_pending:
+        k_pending, key = jax.random.split(key)
+        keys = jax.random.split(k_pending, n_pending)
+        carry, _ = jax.lax.scan(in_flight, carry, (jnp.arange(n_pending), pending, keys))
     _, xs = jax.lax.scan(body, carry, (jnp.arange(P), jax.random.split(key, P)))
     return xs

@@ -275,13 +275,25 @@ class Optimizer(eqx.Module, Generic[StateT]):
         )
 
 
-def as_results(results: Any, n_parallel: int, owner: str, method: str = "update_state") -> Array:
-    """Check and convert a results batch to a float vector of shape `(n_parallel,)`."""
-    results = jnp.asarray(results)
-    if results.shape != (n_parallel,):
-        what = "(n_parallel,) = " if method == "update_state" else ""
+def batch_length(results: Any, where: str) -> int:
+    """The number of results in a batch (a vector or a list of numbers); at least one."""
+    shape = jnp.shape(results) if not isinstance(results, list | tuple) else (len(results),)
+    if len(shape) != 1 or shape[0] == 0:
         raise ValueError(
-            f"{owner}.{method}: `results` must have shape {what}({n_parallel},), "
-            f"got shape {results.shape}."
+            f"{where}: `results` must be a vector of at least one result, got shape {shape}."
+        )
+    return shape[0]
+
+
+def as_results(
+    results: Any, n: int, owner: str, method: str = "update_state", size: str = ""
+) -> Array:
+    """Check and convert a results batch to a float vector of shape `(n,)`; `size` names
+    `n` in the error (`"n_parallel"` where only whole batches are accepted)."""
+    results = jnp.asarray(results)
+    if results.shape != (n,):
+        shape = f"({size},) = ({n},)" if size else f"({n},)"
+        raise ValueError(
+            f"{owner}.{method}: `results` must have shape {shape}, got shape {results.shape}."
         )
     return results.astype(jnp.result_type(float))

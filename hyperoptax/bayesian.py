@@ -19,7 +19,7 @@ from ._suggest import believer_batch, incumbent
 from ._targets import model_targets
 from ._typing import typecheck
 from .acquisition import EI, PI, UCB, BaseAcquisition, BaseHallucination, SampleHallucination
-from .base import Optimizer, OptimizerState, Results, as_results
+from .base import Optimizer, OptimizerState, Results, as_results, batch_length
 from .kernels import BaseKernel, Matern, Unordered
 from .spaces import FlatSpace, flatten_space, from_configs, is_matrix
 
@@ -215,7 +215,13 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
 
     @typecheck
     def get_next_params(
-        self, state: BayesianSearchState, key: PRNGKeyArray, params: Any = None, results: Any = None
+        self,
+        state: BayesianSearchState,
+        key: PRNGKeyArray,
+        params: Any = None,
+        results: Any = None,
+        *,
+        pending: PyTree | Real[ArrayLike, "p n_params"] | list | None = None,
     ) -> PyTree:
         """Select the next batch of `n_parallel` configurations.
 
@@ -226,9 +232,22 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         `results` (the previous batch) are unused: the state already holds every
         recorded result; they are in the signature the API reference gives every
         optimizer.
+
+        `pending` are configurations suggested earlier whose results are not in yet
+        (asynchronous workers): a batched params pytree (each leaf `(p,)`), a raw
+        `(p, n_params)` array or a list of configurations (see `to_configs`). The model
+        treats each as the batch's own picks: a pseudo-observation from
+        `hallucination` is added there before the first pick, so the suggestions keep
+        away from work in progress. Each number `p` of pending configurations compiles
+        once.
         """
+        flat = flatten_space(state.space)
+        pending_unit = None
+        if pending is not None:
+            X = _configurations(state.space, pending, f"{type(self).__name__}.get_next_params")
+            pending_unit = flat.to_unit(jnp.asarray(X, state.X.dtype)) if len(X) else None
         # The compiled step returns one raw matrix; the pytree is built outside it.
-        return flatten_space(state.space).unflatten(_suggest(self, state, key))
+        return flat.unflatten(_suggest(self, state, key, pending_unit))
 
     @typecheck
     def update_state(  # type: ignore[override]  # `params` is required here (API reference)
@@ -240,9 +259,11 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
     ) -> BayesianSearchState:
         """Record new observations and update the GP hyperparameters.
 
-        Writes the batch into the next free slots of the buffers, then runs
+        Writes the results into the next free slots of the buffers, then runs
         `n_hparam_steps` of Adam on the marginal likelihood once at least two
-        observations exist. When fewer slots remain than results, only the first
+        observations exist. A batch may hold any number `k >= 1` of results, not only
+        `n_parallel`: asynchronous workers record each configuration when it finishes
+        (each `k` compiles once). When fewer slots remain than results, only the first
         ones are recorded, with a warning (a traced state cannot warn: size `n_max`
         for the whole search; `optimize` and `optimize_scan` refuse an `n_iterations`
         that does not fit).
@@ -250,19 +271,28 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         Args:
             state: current `BayesianSearchState`.
             key: PRNG key (unused; kept for a uniform API).
-            results: observed objective values, shape `(n_parallel,)`.
-            params: the batched params pytree from `get_next_params` (each leaf
-                `(n_parallel,)`) or a raw `(n_parallel, n_params)` array.
+            results: observed objective values, shape `(k,)` (usually `(n_parallel,)`).
+            params: the configurations of the results: a batched params pytree (each
+                leaf `(k,)`, as `get_next_params` returns) or a raw `(k, n_params)`
+                array.
         """
-        flatten_space(state.space).check_batch(
-            params, self.n_parallel, "BayesianSearch.update_state"
-        )
-        results = as_results(results, self.n_parallel, type(self).__name__)
+        name = type(self).__name__
+        flat = flatten_space(state.space)
+        where = f"{name}.update_state"
+        k = batch_length(results, where)
+        m = flat.batch_size(params)
+        if m and m != k:
+            raise ValueError(
+                f"{where}: {k} results for {m} configurations in `params`; pass one result "
+                f"per configuration."
+            )
+        flat.check_batch(params, k, where)
+        results = as_results(results, k, name, method="update_state")
         free = self._free_slots(state)
-        if free is not None and free < self.n_parallel:
+        if free is not None and free < k:
             warnings.warn(
-                f"{type(self).__name__}.update_state: the state is full (n_max="
-                f"{state.mask.shape[0]}); {self.n_parallel - free} of these {self.n_parallel} "
+                f"{name}.update_state: the state is full (n_max="
+                f"{state.mask.shape[0]}); {k - free} of these {k} "
                 f"results are not recorded and cannot be the best result. Pass a larger "
                 f"`n_max` to `init` for longer searches.",
                 stacklevel=2,
@@ -299,17 +329,13 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
             keep = np.asarray(params.mask)
             X, y = np.asarray(params.X)[keep], np.asarray(params.y)[keep]
         else:
-            if isinstance(params, list | tuple) and not is_matrix(params):
-                params = from_configs(params, state.space)
-            n = flat.batch_size(params)
-            flat.check_batch(params, n, name)
-            X = np.asarray(flat.as_matrix(params))
+            X = _configurations(state.space, params, name)
+            n = len(X)
             if results is None:
                 raise ValueError(f"{name}: `results` (shape ({n},)) is required with `params`.")
             y = np.asarray(as_results(results, n, type(self).__name__, method="warm_start"))
         if len(y) == 0:
             return state
-        flat.check_values(X, name)
         free = self._free_slots(state)
         if free is not None and len(y) > free:
             raise ValueError(
@@ -361,6 +387,21 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         flat = flatten_space(state.space)
         row = state.X[_best_index(self, state)]
         return jax.tree_util.tree_map(lambda leaf: leaf[0], flat.unflatten(row[None, :]))
+
+
+def _configurations(space: PyTree, params, where: str) -> np.ndarray:
+    """Configurations given as a batched pytree, a raw matrix or a list of configurations
+    (`to_configs`' form), checked to lie in the space, as an `(n, n_params)` array."""
+    flat = flatten_space(space)
+    if isinstance(params, list | tuple) and not is_matrix(params):
+        if len(params) == 0:
+            return np.zeros((0, flat.n_params))
+        params = from_configs(params, space)
+    n = flat.batch_size(params)
+    flat.check_batch(params, n, where)
+    X = np.asarray(flat.as_matrix(params))
+    flat.check_values(X, where)
+    return X
 
 
 @eqx.filter_jit
@@ -459,7 +500,9 @@ def _predict(search: BayesianSearch, state: BayesianSearchState, X):
 
 
 @eqx.filter_jit
-def _suggest(search: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArray) -> PyTree:
+def _suggest(
+    search: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArray, pending=None
+) -> PyTree:
     flat = flatten_space(state.space)
     n_obs = jnp.sum(state.mask)
     n_finite = jnp.sum(state.mask & jnp.isfinite(state.y))
@@ -475,5 +518,6 @@ def _suggest(search: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArr
         unit,
         key,
         use_gp,
+        pending,
     )
     return flat.from_unit(batch)

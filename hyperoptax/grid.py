@@ -177,11 +177,12 @@ class GridSearch(Optimizer[GridSearchState]):
     ) -> GridSearchState:
         """Advance the grid index by `n_parallel`.
 
-        `results` is checked for its shape when given; `key` and `params` are unused
+        The grid moves by whole batches, so `results`, when given, must hold the whole
+        batch's `n_parallel` results; `key` and `params` are unused
         (they are in the signature the API reference gives every optimizer).
         """
         if results is not None:
-            as_results(results, self.n_parallel, type(self).__name__)
+            as_results(results, self.n_parallel, type(self).__name__, size="n_parallel")
         return eqx.tree_at(lambda s: s.grid_idx, state, state.grid_idx + self.n_parallel)
 
 

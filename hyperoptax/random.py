@@ -8,7 +8,7 @@ import equinox as eqx
 from jaxtyping import PRNGKeyArray, PyTree
 
 from ._typing import typecheck
-from .base import Optimizer, OptimizerState, Results, as_results
+from .base import Optimizer, OptimizerState, Results, as_results, batch_length
 from .spaces import flatten_space
 
 __all__ = ["RandomSearch"]
@@ -28,12 +28,20 @@ class RandomSearch(Optimizer[OptimizerState]):
 
     @typecheck
     def get_next_params(
-        self, state: OptimizerState, key: PRNGKeyArray, params: Any = None, results: Any = None
+        self,
+        state: OptimizerState,
+        key: PRNGKeyArray,
+        params: Any = None,
+        results: Any = None,
+        *,
+        pending: Any = None,
     ) -> PyTree:
         """Sample `n_parallel` independent configurations; each leaf has shape `(n_parallel,)`.
 
         `params` and `results` (the previous batch) are unused: they are in the signature
-        the API reference gives every optimizer.
+        the API reference gives every optimizer. So is `pending` (configurations still
+        being evaluated, which `BayesianSearch` keeps away from): independent draws do
+        not depend on them.
         """
         return _sample(self, state, key)
 
@@ -43,10 +51,12 @@ class RandomSearch(Optimizer[OptimizerState]):
     ) -> OptimizerState:
         """RandomSearch is memoryless: the state is returned unchanged.
 
-        `results` is checked for its shape; `key` and `params` are unused (they are in
-        the signature the API reference gives every optimizer).
+        `results` is checked to be a vector of at least one result (any number: workers
+        may report one at a time); `key` and `params` are unused (they are in the
+        signature the API reference gives every optimizer).
         """
-        as_results(results, self.n_parallel, type(self).__name__)
+        name = type(self).__name__
+        as_results(results, batch_length(results, f"{name}.update_state"), name)
         return state
 
 

@@ -109,9 +109,11 @@ def test_wrong_types_and_shapes_name_the_argument():
         opt.get_next_params(state, 0)
     with pytest.raises(TypeError, match=r"(?s)parameter 'state'"):
         opt.best_result(params)
-    # Right rank, wrong length: the library's own check names the expected shape.
-    with pytest.raises(ValueError, match=r"`results` must have shape \(n_parallel,\) = \(2,\)"):
+    # Right rank, wrong length: the library's own check names both lengths.
+    with pytest.raises(ValueError, match=r"3 results for 2 configurations in `params`"):
         opt.update_state(state, KEY, [1.0, 2.0, 3.0], params)
+    with pytest.raises(ValueError, match=r"a vector of at least one result, got shape \(0,\)"):
+        opt.update_state(state, KEY, [], params)
     # Lists of Python or NumPy numbers are fine.
     new = opt.update_state(state, KEY, [1, np.float32(2.5)], params)
     np.testing.assert_array_equal(new.y[:2], [1.0, 2.5])

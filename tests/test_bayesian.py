@@ -123,12 +123,71 @@ def test_update_writes_next_slots_and_overflow_keeps_first(branin_opt):
 
 def test_update_rejects_wrong_shapes(branin_opt):
     state, opt = branin_opt
-    with pytest.raises(ValueError, match=r"\(3, 2\)"):
+    with pytest.raises(ValueError, match=r"3 results for 2 configurations"):
         opt.update_state(state, KEY, jnp.zeros(3), jnp.zeros((2, 2)))
-    with pytest.raises(ValueError, match=r"\(3,\)"):
+    with pytest.raises(ValueError, match=r"3 results for 2 configurations"):
         opt.update_state(state, KEY, jnp.zeros(3), {"x1": jnp.zeros(2), "x2": jnp.zeros(2)})
-    with pytest.raises(ValueError, match=r"\(3,\)"):
+    with pytest.raises(ValueError, match=r"4 results for 3 configurations"):
         opt.update_state(state, KEY, jnp.zeros(4), jnp.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"an array of shape \(3, 2\); got .* \(3, 5\)"):
+        opt.update_state(state, KEY, jnp.zeros(3), jnp.zeros((3, 5)))
+    with pytest.raises(ValueError, match=r"leaves of shape \(3,\)"):
+        opt.update_state(state, KEY, jnp.zeros(3), {"x1": jnp.zeros(3)})
+
+
+def _rows(state):
+    return state.X, state.y, state.mask
+
+
+@pytest.mark.parametrize("form", ["pytree", "matrix"])
+def test_partial_updates_record_what_a_full_update_does(branin_opt, form):
+    # Asynchronous workers report one result at a time: 1 then n_parallel - 1 results
+    # give the state a whole batch gives (buffers always; every field when the
+    # hyperparameters are not refitted in between).
+    state, opt = branin_opt
+    X = jnp.array([[0.5, 1.0], [-2.0, 12.0], [7.0, 3.5]])
+    params = {"x1": X[:, 0], "x2": X[:, 1]} if form == "pytree" else X
+    first = jax.tree_util.tree_map(lambda leaf: leaf[:1], params)
+    rest = jax.tree_util.tree_map(lambda leaf: leaf[1:], params)
+    y = jnp.array([3.0, 1.0, 2.0])
+    for o in (opt, dataclasses.replace(opt, n_hparam_steps=0)):
+        full = o.update_state(state, KEY, y, params)
+        one = o.update_state(state, KEY, y[:1], first)
+        assert int(one.mask.sum()) == 1 and float(one.y[0]) == 3.0
+        parts = o.update_state(one, KEY, y[1:], rest)
+        for a, b in zip(_rows(parts), _rows(full), strict=True):
+            np.testing.assert_array_equal(a, b)
+        if o.n_hparam_steps == 0:
+            assert eqx.tree_equal(parts, full)
+        else:  # two observations or more: the hyperparameters were refitted
+            assert not np.array_equal(parts.log_length_scale, state.log_length_scale)
+
+
+def test_pending_configurations_are_kept_away_from(branin_opt):
+    state, opt = branin_opt
+    state, _ = opt.optimize(state, KEY, branin, 2)
+    batch = opt.get_next_params(state, KEY)
+    unit = np.array([[-5.0, 0.0]]), np.array([[15.0, 15.0]])  # BRANIN_SPACE: lower, width
+
+    def on_cube(p):
+        return (np.stack([np.asarray(p["x1"]), np.asarray(p["x2"])], 1) - unit[0]) / unit[1]
+
+    # The same key without pending configurations picks `batch` again; with them, the
+    # model believes a result at each of them, and keeps its picks away.
+    again = opt.get_next_params(state, KEY, pending=[])
+    np.testing.assert_array_equal(on_cube(again), on_cube(batch))
+    steered = opt.get_next_params(state, KEY, pending=batch)
+    gaps = np.linalg.norm(on_cube(steered)[:, None] - on_cube(batch)[None], axis=-1)
+    assert gaps.min() > 1e-2, gaps
+    check_in_space(steered, BRANIN_SPACE, 3)
+    # Pending configurations as a list of dicts or a matrix are the same configurations.
+    configs = hx.to_configs(batch, BRANIN_SPACE)
+    listed = opt.get_next_params(state, KEY, pending=configs)
+    matrix = opt.get_next_params(state, KEY, pending=np.asarray(on_cube(batch) * unit[1] + unit[0]))
+    for p in (listed, matrix):
+        np.testing.assert_allclose(on_cube(p), on_cube(steered), atol=1e-6)
+    with pytest.raises(ValueError, match=r"not a number in \[-5, 10\]"):
+        opt.get_next_params(state, KEY, pending=[{"x1": 20.0, "x2": 1.0}])
 
 
 def test_hparam_fit_improves_the_posterior_density(branin_opt):

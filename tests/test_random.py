@@ -26,8 +26,17 @@ def test_reproducible_and_key_dependent():
 def test_update_is_stateless_but_checks_results_shape():
     state, opt = hx.RandomSearch.init(MIXED_SPACE, n_parallel=2)
     assert opt.update_state(state, KEY, jnp.zeros(2)) is state
-    with pytest.raises(ValueError, match=r"\(2,\)"):
-        opt.update_state(state, KEY, jnp.zeros(3))
+    # Workers may report any number of results, one at a time included.
+    assert opt.update_state(state, KEY, [1.0]) is state
+    assert opt.update_state(state, KEY, jnp.zeros(3)) is state
+    with pytest.raises(ValueError, match=r"at least one result, got shape \(0,\)"):
+        opt.update_state(state, KEY, jnp.zeros(0))
+    with pytest.raises(TypeError, match="results"):
+        opt.update_state(state, KEY, jnp.zeros((2, 1)))
+    # Pending configurations do not change independent draws.
+    a = opt.get_next_params(state, KEY)
+    b = opt.get_next_params(state, KEY, pending=a)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("bad", [0, -1])
