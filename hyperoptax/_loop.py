@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
@@ -21,13 +22,14 @@ from jaxtyping import PRNGKeyArray
 
 from ._checks import check_callable
 from .checkpoint import RunCheckpoint
+from .host import settle
 from .sharding import replicate, shard_batch, to_host
-from .spaces import flatten_space
+from .spaces import flatten_space, to_configs
 
 if TYPE_CHECKING:
     from .base import Optimizer, OptimizerState
 
-__all__ = ["check_objective", "check_callback", "jit_step", "scan", "host_loop"]
+__all__ = ["check_objective", "check_callback", "jit_step", "scan", "host_loop", "async_host_loop"]
 
 CALLBACK_USAGE = "callback(iteration, state, params, results)"
 
@@ -139,7 +141,7 @@ def host_loop(
     run = None
     if checkpoint is not None:
         run = RunCheckpoint(checkpoint, optimizer, state, key, n_iterations)
-        state, params_hist, results_hist, start, stopped = run.resume(state)
+        state, params_hist, results_hist, start, stopped, _ = run.resume(state)
     keys: Any = jax.random.split(key, n_iterations) if n_iterations else []
     if progress is None:
         progress = n_iterations >= progress_from and sys.stderr.isatty()
@@ -156,6 +158,89 @@ def host_loop(
             if run is not None:
                 run.save(state, params_hist, results_hist, stopped)
             bar.update(results)
+    finally:
+        bar.close()
+    return state, (params_hist, results_hist)
+
+
+def async_host_loop(
+    optimizer: Optimizer,
+    state: OptimizerState,
+    key: PRNGKeyArray,
+    n_total: int,
+    objective: Callable,
+    executor: Executor,
+    *,
+    on_error: str,
+    callback: Callable | None,
+    checkpoint,
+    progress: bool | None,
+):
+    """`n_total` evaluations with `optimizer.n_parallel` of them running at any time.
+
+    Whenever one finishes, its result is recorded (`update_state` with one result) and a
+    free worker gets a configuration suggested with the running ones pending. The
+    history has one entry per evaluation, a batch of one, in the order they finished.
+    A checkpoint holds the state, the history and the configurations running when it
+    was written; a resume submits those again first (their results were never
+    recorded) and evaluates nothing that was recorded. A truthy `callback` stops new
+    submissions; the running evaluations are finished and recorded.
+    """
+    check_callback(type(optimizer).__name__, callback)
+    asker = optimizer._asynchronous()
+    flat = flatten_space(state.space)
+    dtype = jnp.result_type(float)
+    n_workers = optimizer.n_parallel
+    params_hist: list = []
+    results_hist: list = []
+    submitted, stopped, resubmit = 0, False, []
+    run = None
+    if checkpoint is not None:
+        run = RunCheckpoint(checkpoint, optimizer, state, key, n_total, mode="asynchronous")
+        state, params_hist, results_hist, _, stopped, more = run.resume(state)
+        submitted, resubmit = more.get("submitted", 0), more.get("running", [])
+    k_ask, k_tell = jax.random.split(key)
+    ask_keys: Any = jax.random.split(k_ask, n_total) if n_total else []
+    tell_keys: Any = jax.random.split(k_tell, n_total) if n_total else []
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = _Progress(optimizer, progress, n_total, len(results_hist), results_hist)
+    running: dict[Future, np.ndarray] = {}  # each evaluation's raw row
+
+    def submit(row: np.ndarray) -> None:
+        config = to_configs(flat.unflatten(jnp.asarray(row[None, :], dtype)), state.space)[0]
+        running[executor.submit(objective, config)] = row
+
+    def save() -> None:
+        if run is not None:
+            rows = [r.tolist() for r in running.values()]
+            run.save(state, params_hist, results_hist, stopped, submitted=submitted, running=rows)
+
+    try:
+        for row in resubmit:
+            submit(np.asarray(row, dtype))
+        while running or (submitted < n_total and not stopped):
+            while not stopped and submitted < n_total and len(running) < n_workers:
+                rows = np.stack(list(running.values())) if running else np.zeros((0, flat.n_params))
+                params = asker._ask(state, ask_keys[submitted], rows, n_workers - 1)
+                submit(np.asarray(flat.as_matrix(params))[0])
+                submitted += 1
+            save()
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                row = running.pop(future)
+                params = flat.unflatten(jnp.asarray(row[None, :], dtype))
+                config = to_configs(params, state.space)[0]
+                results = jnp.asarray([settle(config, future.result, on_error, dtype)], dtype)
+                k = tell_keys[len(results_hist)]
+                state = optimizer.update_state(state, k, results, params)
+                params_hist.append(params)
+                results_hist.append(results)
+                save()
+                if callback is not None and callback(len(results_hist) - 1, state, params, results):
+                    stopped = True
+                    save()
+                bar.update(results)
     finally:
         bar.close()
     return state, (params_hist, results_hist)

@@ -146,6 +146,7 @@ def believer_batch(
     key,
     use_gp,
     pending=None,
+    pending_mask=None,
 ) -> Array:
     """Kriging Believer: pick, hallucinate, refit, `n_parallel` times, as one scan.
 
@@ -153,7 +154,8 @@ def believer_batch(
     observations on the unit cube with the model's targets, `unit` the acquisitions' scale
     (`_targets.model_targets`). `pending` (`(p, n_params)` on the unit cube, or `None`)
     are configurations still being evaluated: each is hallucinated and added to the data,
-    as the batch's own picks are, before the first pick. Returns the batch on the unit
+    as the batch's own picks are, before the first pick; rows where `pending_mask` (`(p,)`)
+    is false are padding and ignored. Returns the batch on the unit
     cube, `(n_parallel, n_params)`. While `use_gp` is false (warm-up, or no finite result
     yet) each pick is uniformly random instead: one code path, compiled once.
     """
@@ -161,15 +163,16 @@ def believer_batch(
     n_pending = 0 if pending is None else pending.shape[0]
     x_best = data.X[jnp.argmax(jnp.where(data.mask, data.y, -jnp.inf))]
 
-    def believe(data, post, y_best, x, slot, key):
-        """`data` with a pseudo-observation from `hallucination` at `x`, in `slot`."""
+    def believe(data, post, y_best, x, slot, key, real=True):
+        """`data` with a pseudo-observation from `hallucination` at `x`, in `slot`
+        (masked out unless `real`)."""
         mean, std = gp.predict(kernel, post, x[None, :])
         # A scalar; hallucinations written for hyperoptax 0.2.0 return shape (1,).
         h = unit * jnp.reshape(
             search.hallucination(mean[0] / unit, std[0] / unit, key, y_best / unit), ()
         )
         return gp.Dataset(
-            data.X.at[slot].set(x), data.y.at[slot].set(h), data.mask.at[slot].set(True)
+            data.X.at[slot].set(x), data.y.at[slot].set(h), data.mask.at[slot].set(real)
         )
 
     def fit(data):
@@ -179,9 +182,9 @@ def believer_batch(
         return post, incumbent(post, data.y, search.jitter)
 
     def in_flight(data, inputs):
-        j, x, k = inputs
+        j, x, real, k = inputs
         post, y_best = fit(data)
-        return believe(data, post, y_best, x, n_max + j, k), None
+        return believe(data, post, y_best, x, n_max + j, k, real), None
 
     def body(data, inputs):
         j, k = inputs
@@ -203,6 +206,9 @@ def believer_batch(
     if n_pending:
         k_pending, key = jax.random.split(key)
         keys = jax.random.split(k_pending, n_pending)
-        carry, _ = jax.lax.scan(in_flight, carry, (jnp.arange(n_pending), pending, keys))
+        if pending_mask is None:
+            pending_mask = jnp.ones((n_pending,), bool)
+        inputs = (jnp.arange(n_pending), pending, pending_mask, keys)
+        carry, _ = jax.lax.scan(in_flight, carry, inputs)
     _, xs = jax.lax.scan(body, carry, (jnp.arange(P), jax.random.split(key, P)))
     return xs

@@ -7,6 +7,7 @@ and says what each method promises.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -15,11 +16,12 @@ from typing import Any, Generic, TypeVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree, Real
 
 from ._checks import check_int
-from ._loop import check_callback, check_objective, host_loop, jit_step, scan
+from ._loop import async_host_loop, check_callback, check_objective, host_loop, jit_step, scan
 from ._typing import typecheck
 from .host import check_on_error, evaluate_configs
 from .sharding import check_mesh
@@ -79,6 +81,17 @@ class Optimizer(eqx.Module, Generic[StateT]):
     @abc.abstractmethod
     def update_state(self, state: StateT, key: PRNGKeyArray, results: Array, params=None) -> StateT:
         """Updates the optimizer state based on the results of the function."""
+
+    def _asynchronous(self) -> Optimizer:
+        """The optimizer `optimize_host(..., asynchronous=True)` asks for one configuration
+        at a time: this one with `n_parallel=1`, otherwise alike."""
+        return dataclasses.replace(self, n_parallel=1)
+
+    def _ask(self, state: StateT, key: PRNGKeyArray, running: np.ndarray, n_slots: int) -> PyTree:
+        """A batch of suggestions while the configurations `running` (raw rows, at most
+        `n_slots` of them) are evaluated. Searches that keep no model ignore them; one
+        that does conditions on them, compiled once for `n_slots`."""
+        return self.get_next_params(state, key)
 
     def _default_n_iterations(self, state: StateT) -> int:
         raise ValueError(
@@ -178,6 +191,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
         callback: Callable | None = None,
         checkpoint: str | os.PathLike | None = None,
         progress: bool | None = None,
+        asynchronous: bool = False,
     ) -> tuple[StateT, tuple[list[PyTree], list[Array]]]:
         """Optimize an objective that runs outside JAX, on plain Python values.
 
@@ -205,6 +219,19 @@ class Optimizer(eqx.Module, Generic[StateT]):
             checkpoint: as in `optimize`.
             progress: as in `optimize`, except that `None` shows the bar whenever
                 stderr is a terminal.
+            asynchronous: `False` (default): batch after batch, each waiting for its
+                slowest configuration. `True` (needs an `executor`): `n_parallel`
+                evaluations run at any time; whenever one finishes, its result is
+                recorded and a new configuration is submitted, suggested with the
+                running ones pending (see `get_next_params`). The same number of
+                evaluations, `n_iterations * n_parallel`, one per iteration of the
+                history, in the order they finished. Which configurations are evaluated
+                depends on that order, so two runs agree only when the evaluations
+                finish in the same order. A resumed run loses nothing and evaluates
+                nothing twice: the configurations that were running when it stopped
+                are evaluated again first (their results were never recorded).
+                `callback` is called after each evaluation; stopping lets the running
+                ones finish and records them.
 
         Returns `(state, (params_hist, results_hist))` as `optimize` does; failed
         evaluations are NaN in `results_hist` and in the state.
@@ -212,6 +239,24 @@ class Optimizer(eqx.Module, Generic[StateT]):
         n_iterations = self._n_iterations(state, n_iterations)
         check_on_error(on_error)
         dtype = jnp.result_type(float)
+        if asynchronous:
+            if executor is None:
+                raise ValueError(
+                    f"{type(self).__name__}.optimize_host: `asynchronous=True` needs an "
+                    f"`executor` to run the evaluations on."
+                )
+            return async_host_loop(
+                self,
+                state,
+                key,
+                n_iterations * self.n_parallel,
+                objective,
+                executor,
+                on_error=on_error,
+                callback=callback,
+                checkpoint=checkpoint,
+                progress=progress,
+            )
 
         def step(state, k):
             k_ask, k_tell = jax.random.split(k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any
@@ -248,6 +249,21 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
             pending_unit = flat.to_unit(jnp.asarray(X, state.X.dtype)) if len(X) else None
         # The compiled step returns one raw matrix; the pytree is built outside it.
         return flat.unflatten(_suggest(self, state, key, pending_unit))
+
+    def _asynchronous(self) -> BayesianSearch:
+        # One pick at a time; the warm-up stays as many random evaluations.
+        return dataclasses.replace(self, n_parallel=1, n_warmup=self.n_warmup * self.n_parallel)
+
+    def _ask(self, state, key, running, n_slots):
+        flat = flatten_space(state.space)
+        if n_slots == 0:
+            return self.get_next_params(state, key)
+        rows = np.zeros((n_slots, flat.n_params))
+        rows[: len(running)] = running
+        valid = jnp.arange(n_slots) < len(running)
+        # Padding rows sit at the centre of the cube (and are masked out).
+        unit = jnp.where(valid[:, None], flat.to_unit(jnp.asarray(rows, state.X.dtype)), 0.5)
+        return flat.unflatten(_suggest(self, state, key, unit, valid))
 
     @typecheck
     def update_state(  # type: ignore[override]  # `params` is required here (API reference)
@@ -501,7 +517,11 @@ def _predict(search: BayesianSearch, state: BayesianSearchState, X):
 
 @eqx.filter_jit
 def _suggest(
-    search: BayesianSearch, state: BayesianSearchState, key: PRNGKeyArray, pending=None
+    search: BayesianSearch,
+    state: BayesianSearchState,
+    key: PRNGKeyArray,
+    pending=None,
+    pending_mask=None,
 ) -> PyTree:
     flat = flatten_space(state.space)
     n_obs = jnp.sum(state.mask)
@@ -519,5 +539,6 @@ def _suggest(
         key,
         use_gp,
         pending,
+        pending_mask,
     )
     return flat.from_unit(batch)

@@ -345,32 +345,35 @@ class RunCheckpoint:
         state: OptimizerState,
         key,
         n_iterations: int,
+        mode: str = "batches",
     ):
         check_writable(path)
         self.path = path
         self.optimizer = optimizer
         self.key = _key_list(key)
         self.n_iterations = n_iterations
+        self.mode = mode
         self.start = state_digest(state)
 
-    def resume(self, state: OptimizerState) -> tuple[OptimizerState, list, list, int, bool]:
-        """`(state, params_hist, results_hist, iterations_done, stopped)`: from the file
-        when it exists, else the fresh start.
+    def resume(self, state: OptimizerState) -> tuple[OptimizerState, list, list, int, bool, dict]:
+        """`(state, params_hist, results_hist, iterations_done, stopped, extra)`: from the
+        file when it exists, else the fresh start; `extra` holds what `save` was given
+        beyond the history.
 
         Refuses a checkpoint of another search, of the same search called with another
         key or number of iterations, or started from another state (for example one
         warm-started with other observations).
         """
         if not os.path.exists(self.path):
-            return state, [], [], 0, False
+            return state, [], [], 0, False, {}
         path = self.path
         header, state, history = _read_checked(path, state, self.optimizer)
         extra = header["extra"]
         if history is None:
             raise ValueError(f"{path} holds a saved state, not a running search's checkpoint.")
-        expected = {"key": self.key, "n_iterations": self.n_iterations}
+        expected = {"key": self.key, "n_iterations": self.n_iterations, "mode": self.mode}
         for name, value in expected.items():
-            if extra[name] != value:
+            if extra.get(name, "batches") != value:
                 raise ValueError(
                     f"{path} is the checkpoint of a run with {name}={extra[name]!r}, but this run "
                     f"has {name}={value!r}. Pass the same arguments to resume it, or another "
@@ -388,22 +391,39 @@ class RunCheckpoint:
             jax.tree_util.tree_map(lambda a, i=i: jnp.asarray(a[i]), params) for i in range(done)
         ]
         results_hist = [jnp.asarray(results[i]) for i in range(done)]
-        return state, params_hist, results_hist, done, extra["stopped"]
+        return state, params_hist, results_hist, done, extra["stopped"], extra.get("more", {})
 
     def save(
-        self, state: OptimizerState, params_hist: list, results_hist: list, stopped: bool
+        self,
+        state: OptimizerState,
+        params_hist: list,
+        results_hist: list,
+        stopped: bool,
+        **more: Any,
     ) -> None:
-        """Save the run after an iteration: state, loop position, history, how it started."""
-        history = (
-            jax.tree_util.tree_map(lambda *xs: np.stack([to_host(x) for x in xs]), *params_hist),
-            np.stack([to_host(r) for r in results_hist]),
-        )
+        """Save the run: state, loop position, history, how it started, and `more` (JSON
+        values, returned by `resume`)."""
+        if params_hist:
+            history = (
+                jax.tree_util.tree_map(
+                    lambda *xs: np.stack([to_host(x) for x in xs]), *params_hist
+                ),
+                np.stack([to_host(r) for r in results_hist]),
+            )
+        else:  # nothing finished yet (an asynchronous run saves what it submitted)
+            flat = flatten_space(state.space)
+            history = jax.tree_util.tree_unflatten(
+                _history_treedef(state),
+                [np.zeros((0, 1), dt) for dt in flat.dtypes] + [np.zeros((0, 1), np.float32)],
+            )
         extra = {
             "iteration": len(results_hist),
             "n_iterations": self.n_iterations,
             "key": self.key,
             "start": self.start,
             "stopped": stopped,
+            "mode": self.mode,
+            "more": more,
             "history": _describe_arrays(history),
         }
         _write_atomic(Path(self.path), _header(state, self.optimizer, extra), (state, history))

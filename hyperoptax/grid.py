@@ -167,6 +167,12 @@ class GridSearch(Optimizer[GridSearchState]):
                 )
         return _grid_batch(self, state)
 
+    def _asynchronous(self) -> GridSearch:
+        raise ValueError(
+            "GridSearch: `asynchronous=True` is not supported: the grid is walked in whole "
+            "batches. Run it with batches, or use RandomSearch / BayesianSearch."
+        )
+
     @typecheck
     def update_state(
         self,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["evaluate_configs", "check_on_error"]
+__all__ = ["evaluate_configs", "check_on_error", "settle"]
 
 _ON_ERROR = ("record", "raise")
 
@@ -48,7 +48,7 @@ def _failed(
         f"hyperoptax: the evaluation of {config!r} failed ({what}); it is recorded as NaN "
         f"and the search goes on (on_error='raise' stops it instead).",
         RuntimeWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
@@ -71,42 +71,47 @@ def evaluate_configs(
     (1e39 in float32) has failed too, rather than becoming `inf` on the way in.
     """
     check_on_error(on_error)
-    biggest = math.inf if dtype is None else float(np.finfo(dtype).max)
     calls: list[Callable[[], Any]]
     if executor is not None:
         futures = [executor.submit(objective, c) for c in configs]
         calls = [f.result for f in futures]
     else:
         calls = [functools.partial(objective, c) for c in configs]
-    out = np.full(len(configs), np.nan)
-    for i, (config, call) in enumerate(zip(configs, calls, strict=True)):
-        try:
-            raw = call()
-        except Exception as e:
-            if on_error == "raise":
-                raise
-            _failed(config, e)
-            continue
-        try:
-            value = _as_float(raw)
-        except TypeError:
-            if on_error == "raise":
-                raise
-            _failed(config, None, raw)
-            continue
-        if not math.isfinite(value):
-            if on_error == "raise":
-                raise ValueError(f"the objective returned {value!r} for {config!r}")
-            _failed(config, None, raw)
-            continue
-        if abs(value) > biggest:
-            why = (
-                f"beyond the range of {np.dtype(dtype).name} (+-{biggest:.4g}) "
-                f"the search records results in"
-            )
-            if on_error == "raise":
-                raise ValueError(f"the objective returned {value!r} for {config!r}, {why}")
-            _failed(config, None, raw, why)
-            continue
-        out[i] = value
-    return out
+    return np.array(
+        [settle(config, call, on_error, dtype) for config, call in zip(configs, calls, strict=True)]
+    )
+
+
+def settle(config: Any, call: Callable[[], Any], on_error: str, dtype: Any = None) -> float:
+    """The result of one evaluation, `call()` (the objective, or a future's `result`),
+    as a float: NaN for a failed one (with `on_error="record"`), see `evaluate_configs`."""
+    biggest = math.inf if dtype is None else float(np.finfo(dtype).max)
+    try:
+        raw = call()
+    except Exception as e:
+        if on_error == "raise":
+            raise
+        _failed(config, e)
+        return math.nan
+    try:
+        value = _as_float(raw)
+    except TypeError:
+        if on_error == "raise":
+            raise
+        _failed(config, None, raw)
+        return math.nan
+    if not math.isfinite(value):
+        if on_error == "raise":
+            raise ValueError(f"the objective returned {value!r} for {config!r}")
+        _failed(config, None, raw)
+        return math.nan
+    if abs(value) > biggest:
+        why = (
+            f"beyond the range of {np.dtype(dtype).name} (+-{biggest:.4g}) "
+            f"the search records results in"
+        )
+        if on_error == "raise":
+            raise ValueError(f"the objective returned {value!r} for {config!r}, {why}")
+        _failed(config, None, raw, why)
+        return math.nan
+    return value

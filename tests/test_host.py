@@ -1,8 +1,14 @@
 """Host-side objectives: plain Python values, executors, categorical choices, failures."""
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -267,3 +273,111 @@ def test_functions_as_choices():
     assert {c["act"] for c in configs} <= {np.tanh, np.sin, None}
     back = hx.from_configs(configs, space)
     assert [space["act"].decode(i) for i in np.asarray(back["act"])] == [c["act"] for c in configs]
+
+
+def _key(config):
+    return tuple(sorted((k, repr(v)) for k, v in config.items()))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_asynchronous_search_keeps_every_worker_busy(bayes):
+    # The first configuration finishes only once four others have been recorded: with
+    # batches, the first batch would wait for it (until the 60 s timeout).
+    # Asynchronously the other workers go on, each result is recorded when it arrives,
+    # and no configuration is lost or evaluated twice.
+    state, opt = bayes
+    calls, lock, busy, released = [], threading.Lock(), [0, 0], threading.Event()
+
+    def objective(config):
+        with lock:
+            slow = not calls
+            calls.append(dict(config))
+            busy[0] += 1
+            busy[1] = max(busy)
+        if slow:
+            released.wait(timeout=60)
+        else:
+            time.sleep(0.01 * (config["layers"] % 3))
+        with lock:
+            busy[0] -= 1
+        return loss(config)
+
+    def callback(i, *_):
+        if i == 3:
+            released.set()
+
+    with ThreadPoolExecutor(4) as pool:
+        final, (ph, rh) = opt.optimize_host(
+            state, KEY, objective, 3, executor=pool, callback=callback, asynchronous=True
+        )
+    assert len(calls) == 12 and 2 <= busy[1] <= 4
+    configs = [hx.to_configs(p, SPACE)[0] for p in ph]
+    assert sorted(map(_key, configs)) == sorted(map(_key, calls))  # each once, none lost
+    assert len(set(map(_key, configs))) == 12
+    assert [c == calls[0] for c in configs].index(True) >= 4  # recorded after others
+    for c, r in zip(configs, rh, strict=True):
+        assert r.shape == (1,)
+        if c["opt"] is None:
+            assert np.isnan(r[0])
+        else:
+            assert float(r[0]) == pytest.approx(loss(c), rel=1e-5)
+    assert int(final.mask.sum()) == 12
+    np.testing.assert_array_equal(final.y[:12], np.concatenate(rh))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_asynchronous_search_needs_an_executor_and_no_grid(bayes):
+    # A callback that stops the search stops new submissions; the running one is recorded.
+    rs, ropt = hx.RandomSearch.init(SPACE, n_parallel=2)
+    with ThreadPoolExecutor(2) as pool:
+        _, (_, rh) = ropt.optimize_host(
+            rs, KEY, loss, 5, executor=pool, callback=lambda i, *_: i == 1, asynchronous=True
+        )
+    assert 2 <= len(rh) <= 3
+    state, opt = bayes
+    with pytest.raises(ValueError, match="needs an `executor`"):
+        opt.optimize_host(state, KEY, loss, 1, asynchronous=True)
+    gs, gopt = hx.GridSearch.init({"x": hx.DiscreteSpace((1.0, 2.0))}, n_parallel=2)
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="whole batches"):
+        gopt.optimize_host(gs, KEY, lambda c: c["x"], 1, executor=pool, asynchronous=True)
+
+
+def test_killed_asynchronous_search_resumes_without_loss_or_repeats(tmp_path):
+    from async_worker import N_ITERATIONS, N_PARALLEL, SPACE, objective, run
+
+    here = Path(__file__).parent
+    env = dict(os.environ, PYTHONPATH=str(here) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ckpt = tmp_path / "async.ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "async_worker.py"), str(ckpt)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    for line in proc.stdout:
+        if line.strip() == "recorded 3":
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    calls = []
+
+    def counted(config):
+        calls.append(config)
+        return objective(config)
+
+    state, (ph, rh) = run(ckpt, counted)
+    total = N_ITERATIONS * N_PARALLEL
+    assert len(rh) == total
+    configs = [_key(hx.to_configs(p, SPACE)[0]) for p in ph]
+    restored = configs[: total - len(calls)]
+    assert len(restored) >= 4  # what the killed process recorded came from the checkpoint
+    assert not set(restored) & set(map(_key, calls))  # and was not evaluated again
+    assert sorted(configs[len(restored) :]) == sorted(map(_key, calls))
+    assert len(set(configs)) == total
+    for c, r in zip(ph, rh, strict=True):
+        assert float(r[0]) == pytest.approx(float(c["x"][0] + c["n"][0] / 1000.0), rel=1e-5)
+    # A finished search resumes to its result without evaluating anything.
+    calls.clear()
+    _, (_, rh2) = run(ckpt, counted)
+    assert not calls and np.array_equal(np.concatenate(rh2), np.concatenate(rh))
