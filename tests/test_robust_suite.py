@@ -139,3 +139,14 @@ def test_faces_counts_the_model_driven_suggestions():
     assert r["suggestions"] == 6
     # Each suggestion on a face has one or both of Branin's two coordinates there.
     assert r["with_a_face"] <= r["per_suggestion"] * 6 <= 2 * r["with_a_face"]
+
+
+def test_stragglers_times_both_modes_on_the_same_evaluations():
+    import stragglers
+
+    problem = stragglers.PROBLEMS["hartmann6"]
+    small = dict(n_candidates=32, n_restarts=1, n_lbfgs_steps=2, n_warmup=1)  # compiles fast
+    rows = [stragglers.one_run(problem, 0, a, 3, 0.001, 0.1, small) for a in (False, True)]
+    assert [r["mode"] for r in rows] == ["batches", "asynchronous"]
+    for r in rows:  # 12 evaluations of Hartmann-6, whose regret is positive and below 3.33
+        assert 0.0 < r["regret"] < 3.33 and r["wall_s"] > 0.012 / 4
