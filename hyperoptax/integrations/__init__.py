@@ -1,0 +1,1 @@
+"""hyperoptax inside other tuning engines (each needs its engine installed)."""
