@@ -64,6 +64,8 @@ def hx_configs():
 
 
 PEERS = ["optuna-tpe", "optuna-gp"]
+# hyperoptax's recommended settings as an Optuna sampler (`HyperoptaxSampler`), on request.
+IN_OPTUNA = "hx-in-optuna"
 CONTESTANTS = ["random", "hx-defaults-p1", "hx-recommended", *PEERS]
 QUICK_PROBLEMS = ["branin", "hpo_cat8", "elasticnet_diabetes"]
 QUICK_BUDGET = 6
@@ -131,6 +133,10 @@ def run_optuna(contestant, problem, seed, budget):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if contestant == "optuna-tpe":
         sampler = optuna.samplers.TPESampler(seed=seed)
+    elif contestant == IN_OPTUNA:
+        from hyperoptax.integrations.optuna import HyperoptaxSampler
+
+        sampler = HyperoptaxSampler(seed=seed)
     else:
         # The documented setting for noiseless objectives (noise-free problems only).
         sampler = optuna.samplers.GPSampler(seed=seed, deterministic_objective=problem.noise == 0)
@@ -182,7 +188,7 @@ def run(contestant, problem_name, seed, budget=None):
     problem = PROBLEMS[problem_name]
     budget = budget or problem.budget
     t = time.perf_counter()
-    if contestant in PEERS:
+    if contestant in (*PEERS, IN_OPTUNA):
         ys, best = run_optuna(contestant, problem, seed, budget)
         observed = best  # Optuna reports the trial with the best observed value
     else:

@@ -239,16 +239,16 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         `(p, n_params)` array or a list of configurations (see `to_configs`). The model
         treats each as the batch's own picks: a pseudo-observation from
         `hallucination` is added there before the first pick, so the suggestions keep
-        away from work in progress. Each number `p` of pending configurations compiles
-        once.
+        away from work in progress. The pending configurations are padded to a power of
+        two, so that each power compiles once.
         """
         flat = flatten_space(state.space)
-        pending_unit = None
+        running = np.zeros((0, flat.n_params))
         if pending is not None:
-            X = _configurations(state.space, pending, f"{type(self).__name__}.get_next_params")
-            pending_unit = flat.to_unit(jnp.asarray(X, state.X.dtype)) if len(X) else None
-        # The compiled step returns one raw matrix; the pytree is built outside it.
-        return flat.unflatten(_suggest(self, state, key, pending_unit))
+            where = f"{type(self).__name__}.get_next_params"
+            running = _configurations(state.space, pending, where)
+        slots = 1 << (len(running) - 1).bit_length() if len(running) else 0
+        return self._ask(state, key, running, slots)
 
     def _asynchronous(self) -> BayesianSearch:
         # One pick at a time; the warm-up stays as many random evaluations.
@@ -256,8 +256,9 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
 
     def _ask(self, state, key, running, n_slots):
         flat = flatten_space(state.space)
+        # The compiled step returns one raw matrix; the pytree is built outside it.
         if n_slots == 0:
-            return self.get_next_params(state, key)
+            return flat.unflatten(_suggest(self, state, key))
         rows = np.zeros((n_slots, flat.n_params))
         rows[: len(running)] = running
         valid = jnp.arange(n_slots) < len(running)

@@ -144,9 +144,9 @@ def test_faces_counts_the_model_driven_suggestions():
 def test_stragglers_times_both_modes_on_the_same_evaluations():
     import stragglers
 
-    problem = stragglers.PROBLEMS["hartmann6"]
-    small = dict(n_candidates=32, n_restarts=1, n_lbfgs_steps=2, n_warmup=1)  # compiles fast
+    problem = stragglers.PROBLEMS["branin"]
+    small = dict(n_candidates=32, n_restarts=0, n_warmup=1)  # compiles fast
     rows = [stragglers.one_run(problem, 0, a, 3, 0.001, 0.1, small) for a in (False, True)]
     assert [r["mode"] for r in rows] == ["batches", "asynchronous"]
-    for r in rows:  # 12 evaluations of Hartmann-6, whose regret is positive and below 3.33
-        assert 0.0 < r["regret"] < 3.33 and r["wall_s"] > 0.012 / 4
+    for r in rows:  # 12 evaluations of Branin, whose regret is positive and below 310
+        assert 0.0 < r["regret"] < 310.0 and r["wall_s"] > 0.012 / 4

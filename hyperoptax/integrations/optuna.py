@@ -47,7 +47,6 @@ from ..spaces import (
     QLinearSpace,
     QLogSpace,
     Space,
-    flatten_space,
     from_configs,
     to_configs,
 )
@@ -219,15 +218,8 @@ class HyperoptaxSampler(BaseSampler):
                 value = t.value if t.state == TrialState.COMPLETE else math.nan
                 observed[t.number] = (config, math.nan if value is None else float(value))
         state, search = self._model(space, search_space, maximize, observed)
-        flat = flatten_space(space)
-        rows = (
-            np.asarray(flat.as_matrix(from_configs(running, space)))
-            if running
-            else np.zeros((0, flat.n_params))
-        )
-        slots = 0 if not running else 1 << (len(running) - 1).bit_length()
         key = jax.random.fold_in(jax.random.PRNGKey(self._seed), trial.number)
-        config = to_configs(search._ask(state, key, rows, slots), space)[0]
+        config = to_configs(search.get_next_params(state, key, pending=running), space)[0]
         out = {n: _to_optuna(config[n], search_space[n]) for n in names}
         study._storage.set_trial_system_attr(trial._trial_id, _PARAMS_ATTR, json.dumps(out))
         return out
