@@ -24,17 +24,17 @@ from suite import PROBLEMS
 SAMPLERS = {"hyperoptax": robust.IN_OPTUNA, "optuna-gp": "optuna-gp", "optuna-tpe": "optuna-tpe"}
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problem", default="hartmann6")
     ap.add_argument("--trials", type=int, nargs="*", default=[100, 500])
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--samplers", nargs="*", default=list(SAMPLERS))
-    ap.add_argument("--quick", action="store_true", help="12 trials, hyperoptax only")
+    ap.add_argument("--quick", action="store_true", help="Branin, 6 trials, hyperoptax only")
     ap.add_argument("--out", help="append one JSON row per run to this file")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
-        args.trials, args.samplers = [12], ["hyperoptax"]
+        args.problem, args.trials, args.samplers = "branin", [6], ["hyperoptax"]
     problem = PROBLEMS[args.problem]
     if "hyperoptax" in args.samplers:  # compile outside the timed runs
         robust.run_optuna(robust.IN_OPTUNA, problem, 999, min(30, max(args.trials)))
@@ -66,6 +66,7 @@ def main():
                 f"{name:<12}{n:>8}{np.median([x['regret'] for x in r]):>18.3g}"
                 f"{np.median([x['s_per_trial'] for x in r]):>18.4f}"
             )
+    return rows
 
 
 if __name__ == "__main__":

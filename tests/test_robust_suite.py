@@ -150,3 +150,11 @@ def test_stragglers_times_both_modes_on_the_same_evaluations():
     assert [r["mode"] for r in rows] == ["batches", "asynchronous"]
     for r in rows:  # 12 evaluations of Branin, whose regret is positive and below 310
         assert 0.0 < r["regret"] < 310.0 and r["wall_s"] > 0.012 / 4
+
+
+def test_optuna_sampler_benchmark_quick():
+    import optuna_sampler
+
+    (row,) = optuna_sampler.main(["--quick"])
+    assert row["sampler"] == "hyperoptax" and row["trials"] == 6
+    assert 0.0 < row["regret"] < 310.0 and row["s_per_trial"] > 0.0
