@@ -205,15 +205,17 @@ def async_host_loop(
     if progress is None:
         progress = sys.stderr.isatty()
     bar = _Progress(optimizer, progress, n_total, len(results_hist), results_hist)
-    running: dict[Future, np.ndarray] = {}  # each evaluation's raw row
+    # Each running evaluation's raw row, its params (a batch of one) and configuration.
+    running: dict[Future, tuple[np.ndarray, Any, Any]] = {}
 
     def submit(row: np.ndarray) -> None:
-        config = to_configs(flat.unflatten(jnp.asarray(row[None, :], dtype)), state.space)[0]
-        running[executor.submit(objective, config)] = row
+        params = flat.unflatten(jnp.asarray(row[None, :], dtype))
+        config = to_configs(params, state.space)[0]
+        running[executor.submit(objective, config)] = (row, params, config)
 
     def save() -> None:
         if run is not None:
-            rows = [r.tolist() for r in running.values()]
+            rows = [r.tolist() for r, _, _ in running.values()]
             run.save(state, params_hist, results_hist, stopped, submitted=submitted, running=rows)
 
     try:
@@ -221,16 +223,14 @@ def async_host_loop(
             submit(np.asarray(row, dtype))
         while running or (submitted < n_total and not stopped):
             while not stopped and submitted < n_total and len(running) < n_workers:
-                rows = np.stack(list(running.values())) if running else np.zeros((0, flat.n_params))
+                rows = np.array([r for r, _, _ in running.values()]).reshape(-1, flat.n_params)
                 params = asker._ask(state, ask_keys[submitted], rows, n_workers - 1)
                 submit(np.asarray(flat.as_matrix(params))[0])
                 submitted += 1
             save()
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in done:
-                row = running.pop(future)
-                params = flat.unflatten(jnp.asarray(row[None, :], dtype))
-                config = to_configs(params, state.space)[0]
+                _, params, config = running.pop(future)
                 results = jnp.asarray([settle(config, future.result, on_error, dtype)], dtype)
                 k = tell_keys[len(results_hist)]
                 state = optimizer.update_state(state, k, results, params)

@@ -154,8 +154,8 @@ def believer_batch(
     observations on the unit cube with the model's targets, `unit` the acquisitions' scale
     (`_targets.model_targets`). `pending` (`(p, n_params)` on the unit cube, or `None`)
     are configurations still being evaluated: each is hallucinated and added to the data,
-    as the batch's own picks are, before the first pick; rows where `pending_mask` (`(p,)`)
-    is false are padding and ignored. Returns the batch on the unit
+    as the batch's own picks are, before the first pick; rows where `pending_mask` (`(p,)`,
+    given with `pending`) is false are padding and ignored. Returns the batch on the unit
     cube, `(n_parallel, n_params)`. While `use_gp` is false (warm-up, or no finite result
     yet) each pick is uniformly random instead: one code path, compiled once.
     """
@@ -206,8 +206,6 @@ def believer_batch(
     if n_pending:
         k_pending, key = jax.random.split(key)
         keys = jax.random.split(k_pending, n_pending)
-        if pending_mask is None:
-            pending_mask = jnp.ones((n_pending,), bool)
         inputs = (jnp.arange(n_pending), pending, pending_mask, keys)
         carry, _ = jax.lax.scan(in_flight, carry, inputs)
     _, xs = jax.lax.scan(body, carry, (jnp.arange(P), jax.random.split(key, P)))
