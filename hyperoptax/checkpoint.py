@@ -17,6 +17,7 @@ removed by the next write on the same machine, once its process is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -86,12 +87,34 @@ def _optimizer_fingerprint(optimizer: Optimizer | None) -> str | None:
     return f"{optimizer!r} {json.dumps(leaves)}"
 
 
+def _configuration(x: Any) -> Any:
+    """An optimizer's configuration as JSON values: every field by value, defaults too.
+
+    What the comparison of two checkpoints' optimizers uses: unlike the repr (which hides
+    a field only while it *is* its default object), it does not change when the
+    optimizer is copied, pickled or rebuilt from equal settings.
+    """
+    if isinstance(x, eqx.Module):
+        fields = {f.name: _configuration(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        return {"class": type(x).__name__, **fields}
+    if isinstance(x, jax.Array | np.ndarray | np.generic | float | int) and not isinstance(x, bool):
+        return np.asarray(x).tolist()
+    if isinstance(x, list | tuple):
+        return [_configuration(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _configuration(v) for k, v in x.items()}
+    if isinstance(x, bool | str) or x is None:
+        return x
+    return repr(x)
+
+
 def _header(state: OptimizerState, optimizer: Optimizer | None, extra: dict | None) -> dict:
     return {
         "format": _FORMAT,
         "state": type(state).__name__,
         "space": _describe_space(state.space),
         "optimizer": _optimizer_fingerprint(optimizer),
+        "configuration": None if optimizer is None else _configuration(optimizer),
         "arrays": _describe_arrays(state),
         "extra": extra or {},
     }
@@ -252,8 +275,21 @@ def _check_compatible(path, header: dict, expected: dict) -> None:
         ("optimizer", "the optimizer"),
         ("arrays", "state arrays of shapes and dtypes"),
     ]
+    # Files from before "configuration" existed are compared by the optimizer's repr.
+    by_configuration = (
+        header.get("configuration") is not None and expected["configuration"] is not None
+    )
     for field, what in checks:
         if field == "optimizer" and (header[field] is None or expected[field] is None):
+            continue
+        if field == "optimizer" and by_configuration:
+            if header["configuration"] != expected["configuration"]:
+                raise ValueError(
+                    f"{path} was made for a different search: it holds the optimizer "
+                    f"{header[field]!r}, but this search has {expected[field]!r} (as "
+                    f"configurations: {json.dumps(header['configuration'])} against "
+                    f"{json.dumps(expected['configuration'])})."
+                )
             continue
         if header[field] != expected[field]:
             raise ValueError(
@@ -262,12 +298,15 @@ def _check_compatible(path, header: dict, expected: dict) -> None:
             )
 
 
-def _read_checked(path, like: OptimizerState, optimizer: Optimizer | None) -> tuple[dict, Any, Any]:
-    """Read `path` and check it was made for this search: `(header, state, history)`.
+def _read_checked(
+    path, like: OptimizerState, optimizer: Optimizer | None, data: bytes | None = None
+) -> tuple[dict, Any, Any]:
+    """Read `path` (or `data`, called `path` in errors) and check it was made for this
+    search: `(header, state, history)`.
 
     `like` gives the state's structure; `history` is `None` for a saved state.
     """
-    header, payload = _split(Path(path).read_bytes(), path)
+    header, payload = _split(Path(path).read_bytes() if data is None else data, path)
     _check_compatible(path, header, _header(like, optimizer, None))
     described = header.get("extra", {}).get("history")
     history = None if described is None else _history_like(described, like)
@@ -287,6 +326,11 @@ def save_state(
     different configuration.
     """
     _write_atomic(Path(path), _header(state, optimizer, None), state)
+
+
+def state_bytes(state: OptimizerState, optimizer: Optimizer | None = None) -> bytes:
+    """What `save_state` writes, as bytes (for a file that holds more than the state)."""
+    return _encode(_header(state, optimizer, None), state)
 
 
 def load_state(

@@ -1,5 +1,6 @@
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -250,6 +251,20 @@ def test_checkpoints_without_a_checksum_still_load(tmp_path, search, reference):
     )
     loaded = hx.load_state(old, state, opt)
     np.testing.assert_array_equal(loaded.y, full.y)
+
+
+def test_an_equal_optimizer_made_elsewhere_loads_the_checkpoint(tmp_path, search, reference):
+    """Optimizers are compared by their settings' values: a pickled copy of the one that
+    saved (its defaults are equal, no longer the same objects, so its repr shows them) is
+    the same search; a different setting is not."""
+    state, opt = search
+    hx.save_state(tmp_path / "s", reference[0], opt)
+    copy = pickle.loads(pickle.dumps(opt))
+    assert repr(copy) != repr(opt)  # what a comparison of reprs would have refused
+    np.testing.assert_array_equal(hx.load_state(tmp_path / "s", state, copy).y, reference[0].y)
+    other = pickle.loads(pickle.dumps(hx.BayesianSearch(**dict(CONFIG, n_hparam_steps=21))))
+    with pytest.raises(ValueError, match="as configurations"):
+        hx.load_state(tmp_path / "s", state, other)
 
 
 def test_resume_refuses_another_starting_state(tmp_path, search):

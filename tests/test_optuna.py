@@ -81,7 +81,7 @@ def test_study_values_are_of_their_distributions_and_it_beats_random(mixed_study
 
 def test_failed_trials_are_recorded_as_failures(mixed_study):
     sampler = mixed_study.sampler
-    state = sampler._cache["state"]
+    state = sampler._model.state
     failed = [t for t in mixed_study.trials if t.state == TrialState.FAIL]
     done = [t for t in mixed_study.trials if t.state == TrialState.COMPLETE]
     assert failed, "the objective fails for act=None"

@@ -38,7 +38,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ..bayesian import BayesianSearch, BayesianSearchState, recommended
+from ..bayesian import BayesianSearch, recommended
 from ..spaces import (
     CategoricalSpace,
     DiscreteSpace,
@@ -47,17 +47,15 @@ from ..spaces import (
     QLinearSpace,
     QLogSpace,
     Space,
-    from_configs,
     to_configs,
 )
+from ._model import GrowingModel
 
 __all__ = ["HyperoptaxSampler", "to_space"]
 
 # Where a trial's suggested parameters are shared with other processes on the storage
 # before the objective has asked for them all (they are pending there meanwhile).
 _PARAMS_ATTR = "hyperoptax:params"
-# The state's capacity grows by doubling from this; each capacity compiles once.
-_MIN_CAPACITY = 64
 
 
 def to_space(distribution: BaseDistribution) -> Space:
@@ -154,7 +152,7 @@ class HyperoptaxSampler(BaseSampler):
         self._seed = int(np.random.SeedSequence(seed).generate_state(1)[0] >> 1)
         self._independent = independent_sampler or RandomSampler(seed=seed)
         self._intersection = IntersectionSearchSpace()
-        self._cache: dict[str, Any] | None = None
+        self._model = GrowingModel(self._settings)
 
     def reseed_rng(self) -> None:
         self._seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
@@ -217,49 +215,11 @@ class HyperoptaxSampler(BaseSampler):
             else:
                 value = t.value if t.state == TrialState.COMPLETE else math.nan
                 observed[t.number] = (config, math.nan if value is None else float(value))
-        state, search = self._model(space, search_space, maximize, observed)
+        signature = (tuple(sorted(search_space.items(), key=lambda kv: kv[0])), maximize)
+        observed = dict(sorted(observed.items()))  # in trial order
+        state, search = self._model.fit(signature, space, maximize, observed)
         key = jax.random.fold_in(jax.random.PRNGKey(self._seed), trial.number)
         config = to_configs(search.get_next_params(state, key, pending=running), space)[0]
         out = {n: _to_optuna(config[n], search_space[n]) for n in names}
         study._storage.set_trial_system_attr(trial._trial_id, _PARAMS_ATTR, json.dumps(out))
         return out
-
-    def _model(
-        self,
-        space: dict,
-        search_space: dict[str, BaseDistribution],
-        maximize: bool,
-        observed: dict[int, tuple[dict, float]],
-    ) -> tuple[BayesianSearchState, BayesianSearch]:
-        """The GP state holding `observed`: the cached one extended, or a new one."""
-        signature = (tuple(sorted(search_space.items(), key=lambda kv: kv[0])), maximize)
-        c = self._cache
-        reuse = (
-            c is not None
-            and c["signature"] == signature
-            and all(n in observed and _same(observed[n], rec) for n, rec in c["recorded"].items())
-            and len(observed) <= c["capacity"]
-        )
-        if not reuse:
-            capacity = _MIN_CAPACITY
-            while capacity < len(observed):
-                capacity *= 2
-            state, search = BayesianSearch.init(
-                space, n_max=capacity, maximize=maximize, **self._settings
-            )
-            c = self._cache = dict(
-                signature=signature, state=state, search=search, recorded={}, capacity=capacity
-            )
-        assert c is not None
-        new = sorted(n for n in observed if n not in c["recorded"])
-        if new:
-            configs = [observed[n][0] for n in new]
-            results = np.asarray([observed[n][1] for n in new])
-            params = from_configs(configs, space)
-            c["state"] = c["search"].update_state(c["state"], None, results, params)
-            c["recorded"].update({n: observed[n] for n in new})
-        return c["state"], c["search"]
-
-
-def _same(a: tuple[dict, float], b: tuple[dict, float]) -> bool:
-    return a[0] == b[0] and (a[1] == b[1] or (math.isnan(a[1]) and math.isnan(b[1])))
