@@ -98,11 +98,25 @@ def latency(d, n_obs, config, reps=20, mixed=False):
     first_u = time.perf_counter() - t
     g = timed(lambda: opt.get_next_params(state, key), reps)
     u = timed(lambda: opt.update_state(state, key, res, params), max(3, reps // 4))
-    return dict(first_suggest=first, first_update=first_u, suggest=g, update=u)
+    return dict(
+        first_suggest=first, first_update=first_u, suggest=g, update=u, peak_bytes=peak_bytes()
+    )
 
 
-def seeds(n_seeds, budget=30):
-    """n_seeds Branin searches: together under filter_vmap vs one after another."""
+def peak_bytes():
+    """The device's peak memory in use so far (None where JAX does not report it: CPU)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def seeds(n_seeds, budget=30, n_sequential=None):
+    """n_seeds Branin searches: together under filter_vmap vs one after another.
+
+    `n_sequential` (default all) searches are timed one after another and the time
+    scaled to `n_seeds`, for counts too large to run one by one.
+    """
     import equinox as eqx
     import jax
     from problems import PROBLEMS
@@ -124,11 +138,14 @@ def seeds(n_seeds, budget=30):
     _block(together(keys))
     vmapped = time.perf_counter() - t
     _block(one(keys[0]))
+    m = n_seeds if n_sequential is None else min(n_sequential, n_seeds)
     t = time.perf_counter()
-    for k in keys:
+    for k in keys[:m]:
         _block(one(k))
-    sequential = time.perf_counter() - t
-    return dict(first_vmapped=first_v, vmapped=vmapped, sequential=sequential)
+    sequential = (time.perf_counter() - t) * n_seeds / m
+    return dict(
+        first_vmapped=first_v, vmapped=vmapped, sequential=sequential, peak_bytes=peak_bytes()
+    )
 
 
 def branin_total(config):

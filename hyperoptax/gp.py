@@ -183,15 +183,18 @@ def _cholesky_one_by_one(K):
 
 @_cholesky_one_by_one.def_vmap
 def _cholesky_vmap(axis_size, in_batched, K):
-    # Under vmap, factorise the batch one matrix at a time: jaxlib's batched CPU
-    # Cholesky splits a batch over XLA's thread pool and blocks its own thread until
+    # Under vmap on the CPU, factorise the batch one matrix at a time: jaxlib's batched
+    # CPU Cholesky splits a batch over XLA's thread pool and blocks its own thread until
     # the pieces finish, so run from a pool thread it can deadlock (many searches
     # under one `filter_vmap`; benchmarks/RESULTS.md, "Speed"). The matrices here are
-    # small, so the loop costs little.
+    # small, so the loop costs little. Other platforms (GPUs) factorise the batch at once.
     (batched,) = in_batched
     if not batched:
         return _cholesky_one_by_one(K), False
-    return jax.lax.map(_cholesky_one_by_one, K), True
+    L = jax.lax.platform_dependent(
+        K, cpu=lambda K: jax.lax.map(_cholesky_one_by_one, K), default=jnp.linalg.cholesky
+    )
+    return L, True
 
 
 @jax.custom_jvp
