@@ -127,19 +127,34 @@ def _noise_key(seed):
     return lambda: jax.random.fold_in(base, next(counter))
 
 
-def run_optuna(contestant, problem, seed, budget):
+def optuna_sampler(contestant, problem, seed):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if contestant == "optuna-tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed)
-    elif contestant == IN_OPTUNA:
+        return optuna.samplers.TPESampler(seed=seed)
+    if contestant == IN_OPTUNA:
         from hyperoptax.integrations.optuna import HyperoptaxSampler
 
-        sampler = HyperoptaxSampler(seed=seed)
-    else:
-        # The documented setting for noiseless objectives (noise-free problems only).
-        sampler = optuna.samplers.GPSampler(seed=seed, deterministic_objective=problem.noise == 0)
+        return HyperoptaxSampler(seed=seed)
+    # The documented setting for noiseless objectives (noise-free problems only).
+    return optuna.samplers.GPSampler(seed=seed, deterministic_objective=problem.noise == 0)
+
+
+def run_optuna(contestant, problem, seed, budget):
+    import optuna
+
+    objective, ys = optuna_objective(problem, seed)
+    study = optuna.create_study(
+        sampler=optuna_sampler(contestant, problem, seed), direction="minimize"
+    )
+    study.optimize(objective, n_trials=budget)
+    return np.asarray(ys), dict(study.best_params)
+
+
+def optuna_objective(problem, seed):
+    """An Optuna objective for `problem` (noise keyed by `seed`) and the list it appends
+    each result to."""
     f = None if problem.host else jax.jit(problem.objective)
     next_key = _noise_key(seed)
     ys = []
@@ -173,9 +188,7 @@ def run_optuna(contestant, problem, seed, budget):
         ys.append(y)
         return y
 
-    study = optuna.create_study(sampler=sampler, direction="minimize")
-    study.optimize(objective, n_trials=budget)
-    return np.asarray(ys), dict(study.best_params)
+    return objective, ys
 
 
 def run(contestant, problem_name, seed, budget=None):

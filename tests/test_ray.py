@@ -171,3 +171,28 @@ def test_a_local_tune_run(tmp_path):
     restored.restore_from_dir(str(tmp_path / "exp"))
     observed = sorted(v for _, v in restored._observed.values())
     np.testing.assert_allclose(observed, sorted(r.metrics["loss"] for r in results))
+
+
+def test_the_model_records_results_in_power_of_two_chunks(monkeypatch):
+    """Trials that complete in any order reach the model in chunks of powers of two
+    (each size compiles once), all of them, in their order."""
+    from hyperoptax.integrations._model import GrowingModel
+
+    sizes = []
+    update = hx.BayesianSearch.update_state
+    monkeypatch.setattr(
+        hx.BayesianSearch,
+        "update_state",
+        lambda self, s, k, r, p: sizes.append(len(r)) or update(self, s, k, r, p),
+    )
+    space = {"x": hx.LinearSpace(0.0, 1.0)}
+    observed = {f"t{i}": ({"x": i / 20}, float(i)) for i in range(13)}
+    model = GrowingModel(dict(SETTINGS, n_parallel=1))
+    state, _ = model.fit("min", space, False, observed)
+    assert sizes == [8, 4, 1]
+    np.testing.assert_allclose(np.asarray(state.y)[:13], np.arange(13))
+    np.testing.assert_allclose(np.asarray(state.X)[:13, 0], np.arange(13) / 20, atol=1e-6)
+    assert int(state.mask.sum()) == 13
+    observed["t13"] = ({"x": 0.99}, 13.0)
+    model.fit("min", space, False, observed)
+    assert sizes == [8, 4, 1, 1]  # extended, not rebuilt

@@ -15,13 +15,31 @@ from typing import Any
 
 import numpy as np
 
-from ..bayesian import BayesianSearch, BayesianSearchState
+from ..bayesian import BayesianSearch, BayesianSearchState, recommended
 from ..spaces import from_configs
 
 # The state's capacity grows by doubling from this; each capacity compiles once.
 MIN_CAPACITY = 64
 
 Observation = tuple[Any, float]  # (configuration, result; NaN for a failure)
+
+
+def one_at_a_time(owner: str, settings: Mapping[str, Any], engine: str, direction: str) -> dict:
+    """`hx.recommended(n_parallel=1)` updated with `settings`, checked now (not at the
+    first suggestion). `n_parallel` must stay 1, since `engine` asks for one trial at a
+    time, and `maximize` is refused: `direction` says which way the engine optimises."""
+    settings = {**recommended(n_parallel=1), **settings}
+    if settings["n_parallel"] != 1:
+        raise ValueError(
+            f"{owner}: `n_parallel` must be 1: {engine} asks for one trial at a time "
+            "(concurrent trials are pending configurations instead)."
+        )
+    if "maximize" in settings:
+        raise ValueError(
+            f"{owner}: {direction} decides whether to maximise; do not pass `maximize`."
+        )
+    BayesianSearch(**settings)
+    return settings
 
 
 def same_observation(a: Observation, b: Observation) -> bool:
@@ -64,11 +82,15 @@ class GrowingModel:
             self.reset(signature, space, maximize, len(observed))
         assert self.state is not None and self.search is not None
         new = [k for k in observed if k not in self.recorded]
-        if new:
-            params = from_configs([observed[k][0] for k in new], space)
-            results = np.asarray([observed[k][1] for k in new])
+        # In chunks of powers of two (13 -> 8, 4, 1): each chunk size compiles once, and
+        # several processes completing trials in any order need only a few of them.
+        while new:
+            size = 1 << (len(new).bit_length() - 1)
+            chunk, new = new[:size], new[size:]
+            params = from_configs([observed[k][0] for k in chunk], space)
+            results = np.asarray([observed[k][1] for k in chunk])
             self.state = self.search.update_state(self.state, None, results, params)
-            self.recorded.update({k: observed[k] for k in new})
+            self.recorded.update({k: observed[k] for k in chunk})
         return self.state, self.search
 
     def reset(self, signature: Any, space: Any, maximize: bool, n: int) -> None:

@@ -38,7 +38,6 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ..bayesian import BayesianSearch, recommended
 from ..spaces import (
     CategoricalSpace,
     DiscreteSpace,
@@ -49,7 +48,7 @@ from ..spaces import (
     Space,
     to_configs,
 )
-from ._model import GrowingModel
+from ._model import GrowingModel, one_at_a_time
 
 __all__ = ["HyperoptaxSampler", "to_space"]
 
@@ -137,18 +136,9 @@ class HyperoptaxSampler(BaseSampler):
         independent_sampler: BaseSampler | None = None,
         **settings: Any,
     ):
-        self._settings = {**recommended(n_parallel=1), **settings}
-        if self._settings["n_parallel"] != 1:
-            raise ValueError(
-                "HyperoptaxSampler: `n_parallel` must be 1: Optuna asks for one trial at a "
-                "time (concurrent trials are pending configurations instead)."
-            )
-        if "maximize" in self._settings:
-            raise ValueError(
-                "HyperoptaxSampler: the study's `direction` decides whether to maximise; "
-                "do not pass `maximize`."
-            )
-        BayesianSearch(**self._settings)  # fail on bad settings now, not at trial 11
+        self._settings = one_at_a_time(
+            "HyperoptaxSampler", settings, "Optuna", "the study's `direction`"
+        )
         self._seed = int(np.random.SeedSequence(seed).generate_state(1)[0] >> 1)
         self._independent = independent_sampler or RandomSampler(seed=seed)
         self._intersection = IntersectionSearchSpace()

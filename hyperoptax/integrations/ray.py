@@ -45,7 +45,6 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         "hyperoptax.integrations.ray needs Ray Tune: pip install 'hyperoptax[ray]'."
     ) from e
 
-from ..bayesian import BayesianSearch, recommended
 from ..checkpoint import _read_checked, state_bytes
 from ..spaces import (
     CategoricalSpace,
@@ -57,7 +56,7 @@ from ..spaces import (
     Space,
     to_configs,
 )
-from ._model import GrowingModel, Observation
+from ._model import GrowingModel, Observation, one_at_a_time
 
 __all__ = ["HyperoptaxSearch", "to_space"]
 
@@ -186,17 +185,7 @@ class HyperoptaxSearch(Searcher):
         if mode not in (None, "min", "max"):
             raise ValueError(f"HyperoptaxSearch: `mode` must be 'min' or 'max', not {mode!r}.")
         super().__init__(metric=metric, mode=mode)
-        settings = {**recommended(n_parallel=1), **settings}
-        if settings["n_parallel"] != 1:
-            raise ValueError(
-                "HyperoptaxSearch: `n_parallel` must be 1: Tune asks for one trial at a time "
-                "(concurrent trials are pending configurations instead)."
-            )
-        if "maximize" in settings:
-            raise ValueError(
-                "HyperoptaxSearch: `mode` decides whether to maximise; do not pass `maximize`."
-            )
-        BayesianSearch(**settings)  # fail on bad settings now, not at the first suggestion
+        settings = one_at_a_time("HyperoptaxSearch", settings, "Tune", "`mode`")
         self._model = GrowingModel(settings)
         self._space = _convert(space) if space is not None else None
         if self._space is not None and not self._space:
