@@ -155,7 +155,7 @@ def test_a_local_tune_run(tmp_path):
                 search_alg=searcher,
                 metric="loss",
                 mode="min",
-                num_samples=6,
+                num_samples=4,
                 max_concurrent_trials=2,
             ),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name="exp", verbose=0),
@@ -163,7 +163,7 @@ def test_a_local_tune_run(tmp_path):
         results = tuner.fit()
     finally:
         ray.shutdown()
-    assert len(results) == 6 and not results.errors
+    assert len(results) == 4 and not results.errors
     configs = [r.config for r in results]
     assert all(c["constant"] == 7 and -1.0 <= c["x"] <= 1.0 for c in configs)
     # Tune saved the searcher with the experiment; a new one restores every observation.
@@ -173,10 +173,10 @@ def test_a_local_tune_run(tmp_path):
     np.testing.assert_allclose(observed, sorted(r.metrics["loss"] for r in results))
 
 
-def test_the_model_records_results_in_power_of_two_chunks(monkeypatch):
+def test_the_model_records_results_in_power_of_two_chunks(searched, monkeypatch):
     """Trials that complete in any order reach the model in chunks of powers of two
     (each size compiles once), all of them, in their order."""
-    from hyperoptax.integrations._model import GrowingModel
+    from hyperoptax.integrations._model import GrowingModel, one_at_a_time
 
     sizes = []
     update = hx.BayesianSearch.update_state
@@ -185,14 +185,14 @@ def test_the_model_records_results_in_power_of_two_chunks(monkeypatch):
         "update_state",
         lambda self, s, k, r, p: sizes.append(len(r)) or update(self, s, k, r, p),
     )
-    space = {"x": hx.LinearSpace(0.0, 1.0)}
-    observed = {f"t{i}": ({"x": i / 20}, float(i)) for i in range(13)}
-    model = GrowingModel(dict(SETTINGS, n_parallel=1))
+    configs = searched[1]
+    observed = {f"t{i}": (configs[i], loss(configs[i])) for i in range(3)}
+    model = GrowingModel(one_at_a_time("test", SETTINGS, "", ""))  # the searcher's programs
+    space = searched[0]._space
     state, _ = model.fit("min", space, False, observed)
-    assert sizes == [8, 4, 1]
-    np.testing.assert_allclose(np.asarray(state.y)[:13], np.arange(13))
-    np.testing.assert_allclose(np.asarray(state.X)[:13, 0], np.arange(13) / 20, atol=1e-6)
-    assert int(state.mask.sum()) == 13
-    observed["t13"] = ({"x": 0.99}, 13.0)
-    model.fit("min", space, False, observed)
-    assert sizes == [8, 4, 1, 1]  # extended, not rebuilt
+    assert sizes == [2, 1]
+    np.testing.assert_allclose(np.asarray(state.y)[:3], [loss(c) for c in configs[:3]], rtol=1e-6)
+    assert int(state.mask.sum()) == 3
+    observed["t3"] = (configs[3], loss(configs[3]))
+    state, _ = model.fit("min", space, False, observed)
+    assert sizes == [2, 1, 1] and int(state.mask.sum()) == 4  # extended, not rebuilt
