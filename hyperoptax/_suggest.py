@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.scipy.special import ndtri
 from jaxtyping import Array
 
-from . import gp
+from . import _random, gp
 from .kernels import BaseKernel
 from .spaces import FlatSpace
 
@@ -58,7 +58,7 @@ def candidates(key, x_best, n: int, d: int) -> Array:
     random-number call compiles its own generator.
     """
     n_local = _n_local(n)
-    u = jax.random.uniform(key, (n, d + 1), x_best.dtype)
+    u = _random.uniform(key, (n, d + 1), x_best.dtype)
     uniform, local, r = u[: n - n_local, :d], u[n - n_local :, :d], u[n - n_local :, d:]
     low, high = (math.log(v) for v in _LOCAL_RADII)
     radius = jnp.exp(low + r * (high - low))

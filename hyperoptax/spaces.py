@@ -29,6 +29,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from ._checks import check_real, is_traced
 from ._dtypes import float_dtype
+from ._random import uniform
 
 __all__ = [
     "Space",
@@ -94,7 +95,7 @@ class Space(eqx.Module):
 
     def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
         """Draw values of this space with the given shape."""
-        u = jax.random.uniform(key, shape, dtype=float_dtype())
+        u = uniform(key, shape, float_dtype())
         return self.from_unit(u)
 
     def transform(self, value: ArrayLike) -> Array:
@@ -521,7 +522,7 @@ class FlatSpace:
                 )
 
     def sample_unit(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
-        return jax.random.uniform(key, (n, self.n_params), dtype=float_dtype())
+        return uniform(key, (n, self.n_params), float_dtype())
 
     # -- batches of configurations: a params pytree or a raw `(n, d)` matrix ----------
 

@@ -61,6 +61,17 @@ def test_linear_samples_uniform_within_bounds():
     assert abs(float(x.mean()) - 0.5) < 0.05
 
 
+def test_samples_are_jax_uniform_draws_of_the_key():
+    # The library draws flat and reshapes (it compiles faster); a key must still give
+    # the values `jax.random.uniform` gives for that shape, whatever the shape.
+    key = jax.random.key(7)
+    for shape in [(5,), (40, 3), (2, 3, 4)]:
+        u = hx.LinearSpace(0.0, 1.0).sample(key, shape)
+        np.testing.assert_array_equal(u, jax.random.uniform(key, shape))
+    flat = flatten_space({"a": hx.LinearSpace(0.0, 1.0), "b": hx.LogSpace(1e-3, 1.0)})
+    np.testing.assert_array_equal(flat.sample_unit(key, 9), jax.random.uniform(key, (9, 2)))
+
+
 def test_log_samples_are_log_uniform():
     x = hx.LogSpace(1e-4, 1.0).sample(KEY, (20000,))
     assert float(x.min()) >= 1e-4 and float(x.max()) <= 1.0
