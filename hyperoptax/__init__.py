@@ -32,6 +32,16 @@ from .spaces import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # `hx.plot` imports matplotlib, an optional dependency: only when it is first used.
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module(".plot", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "BayesianSearch",
     "BayesianSearchState",

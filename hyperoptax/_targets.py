@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from ._dtypes import is_f64
 
-__all__ = ["warp_medians", "model_targets"]
+__all__ = ["warp_medians", "model_targets", "results_from_model"]
 
 
 def warp_medians(dtype) -> float:
@@ -45,6 +45,14 @@ def model_targets(y, mask, maximize: bool, n_params: int = 1):
     the incumbent in more than two or three dimensions (benchmarks/RESULTS.md, "The library
     defaults").
     """
+    g, _, _, mean, std, unit = _warp(y, mask, maximize, n_params)
+    z = jnp.where(mask, (g - mean) / std, 0.0)
+    return z, unit
+
+
+def _warp(y, mask, maximize: bool, n_params: int):
+    """`model_targets`' steps: the warped results `g` and what maps them to targets and
+    back: `(g, best, scale, mean, std, unit)`."""
     oriented = y if maximize else -y
     finite = mask & jnp.isfinite(oriented)
     worst = jnp.min(jnp.where(finite, oriented, jnp.inf))
@@ -60,7 +68,22 @@ def model_targets(y, mask, maximize: bool, n_params: int = 1):
     mean = jnp.sum(jnp.where(mask, g, 0.0)) / n
     std = jnp.sqrt(jnp.sum(jnp.where(mask, (g - mean) ** 2, 0.0)) / n)
     std = jnp.where(std > 0, std, 1.0)
-    z = jnp.where(mask, (g - mean) / std, 0.0)
     unit = n_params * jnp.nanmax(gap) / (scale * std)
     unit = jnp.where(jnp.isfinite(unit) & (unit > 0), unit, 1.0)
-    return z, unit
+    return g, best, scale, mean, std, unit
+
+
+def results_from_model(v, y, mask, maximize: bool, n_params: int = 1):
+    """Values on the acquisitions' scale (`model_targets`' targets divided by `unit`, what
+    `BayesianSearch.predict` returns) -> results in the objective's units.
+
+    The inverse of `model_targets`' monotone map, so a quantile of the model's belief
+    maps to the same quantile in the objective's units: the posterior mean becomes the
+    median of what the model expects there, mean +- std its 16% and 84% quantiles.
+    Values beyond what the warp can reach (far better than the best by more than its
+    scale) come out as +-inf.
+    """
+    _, best, scale, mean, std, unit = _warp(y, mask, maximize, n_params)
+    g = v * unit * std + mean
+    oriented = best - scale * jnp.expm1(-g)
+    return oriented if maximize else -oriented

@@ -115,6 +115,8 @@ def _header(state: OptimizerState, optimizer: Optimizer | None, extra: dict | No
         "space": _describe_space(state.space),
         "optimizer": _optimizer_fingerprint(optimizer),
         "configuration": None if optimizer is None else _configuration(optimizer),
+        # What `python -m hyperoptax.plot` rebuilds the search from (`rebuild_search`).
+        "space_configuration": _configuration(state.space),
         "arrays": _describe_arrays(state),
         "extra": extra or {},
     }
@@ -299,15 +301,24 @@ def _check_compatible(path, header: dict, expected: dict) -> None:
 
 
 def _read_checked(
-    path, like: OptimizerState, optimizer: Optimizer | None, data: bytes | None = None
+    path,
+    like: OptimizerState,
+    optimizer: Optimizer | None,
+    data: bytes | None = None,
+    check: bool = True,
 ) -> tuple[dict, Any, Any]:
     """Read `path` (or `data`, called `path` in errors) and check it was made for this
     search: `(header, state, history)`.
 
-    `like` gives the state's structure; `history` is `None` for a saved state.
+    `like` gives the state's structure; `history` is `None` for a saved state. With
+    `check` false only the arrays' shapes and dtypes are compared (`rebuild_search`).
     """
     header, payload = _split(Path(path).read_bytes() if data is None else data, path)
-    _check_compatible(path, header, _header(like, optimizer, None))
+    expected = _header(like, optimizer, None)
+    if check:
+        _check_compatible(path, header, expected)
+    elif header["arrays"] != expected["arrays"]:
+        raise ValueError(f"{path}: the search rebuilt from its header does not fit its arrays.")
     described = header.get("extra", {}).get("history")
     history = None if described is None else _history_like(described, like)
     try:
@@ -344,6 +355,74 @@ def load_state(
     `ValueError` saying what differs.
     """
     return _read_checked(path, like, optimizer)[1]
+
+
+def _rebuild(config: Any, classes: dict[str, type]) -> Any:
+    """An object back from `_configuration`'s JSON values (classes looked up by name)."""
+    if isinstance(config, dict) and "class" in config:
+        cls = classes.get(config["class"])
+        if cls is None:
+            raise ValueError(f"the class {config['class']} is not one of hyperoptax's")
+        kwargs = {
+            f.name: _rebuild(config[f.name], classes)
+            for f in dataclasses.fields(cls)
+            if f.init and f.name in config
+        }
+        return cls(**kwargs)
+    if isinstance(config, dict):
+        return {k: _rebuild(v, classes) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_rebuild(v, classes) for v in config]
+    if isinstance(config, str):  # a dtype's repr: "<class 'jax.numpy.int32'>", "dtype('int8')"
+        m = re.fullmatch(r"<class '(?:jax\.)?numpy\.(\w+)'>|dtype\('(\w+)'\)", config)
+        if m:
+            return np.dtype(m.group(1) or m.group(2))
+    return config
+
+
+def rebuild_search(path: str | os.PathLike) -> tuple[Any, Any, Any]:
+    """`(state, optimizer, evaluations)` from a checkpoint file alone, for looking at it.
+
+    The search space and the optimizer are rebuilt from the header (categorical choices
+    that are not plain values come back as their descriptions); `optimizer` is `None`
+    when the file was saved without one or holds classes from outside hyperoptax, and
+    `evaluations` is the run's `(params_hist, results_hist)` for the checkpoint of a
+    running search, else `None`. Raises `ValueError` for files written before headers
+    described their space.
+    """
+    import hyperoptax
+
+    header = read_header(path)
+    if header.get("space_configuration") is None:
+        raise ValueError(
+            f"{path} does not describe its search space (written by an older hyperoptax): "
+            f"load it with `load_state(path, like, optimizer)` and pass the state on."
+        )
+    if any(dtype == "float64" for _, dtype in header["arrays"]):
+        jax.config.update("jax_enable_x64", True)
+    classes = {name: obj for name, obj in vars(hyperoptax).items() if isinstance(obj, type)}
+    space = _rebuild(header["space_configuration"], classes)
+    optimizer = None
+    if header.get("configuration") is not None:
+        try:
+            optimizer = _rebuild(header["configuration"], classes)
+        except (ValueError, TypeError):
+            optimizer = None
+    states = {
+        "BayesianSearchState": hyperoptax.BayesianSearch,
+        "GridSearchState": hyperoptax.GridSearch,
+        "OptimizerState": hyperoptax.RandomSearch,
+    }
+    kind = states.get(header["state"])
+    if kind is None:
+        raise ValueError(f"{path} holds a {header['state']}, which cannot be rebuilt.")
+    maker = optimizer if isinstance(optimizer, kind) else kind()
+    if header["state"] == "BayesianSearchState":
+        like = maker._init_state(space, n_max=header["arrays"][0][0][0])
+    else:
+        like = maker._init_state(space)
+    _, state, history = _read_checked(path, like, None, check=False)
+    return state, optimizer, history
 
 
 # -- a running search (`optimize`, `optimize_host`) ----------------------------------------

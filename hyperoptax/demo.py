@@ -4,7 +4,8 @@ Run it with `python -m hyperoptax.demo` (needs scikit-learn: `pip install
 "hyperoptax[demo]"`). It searches the learning rate, weight decay, hidden width and
 dropout of a one-hidden-layer MLP; each configuration is trained for 100 full-batch
 AdamW steps and scored by its validation error. The `n_parallel` configurations of a
-batch train at once, as one `vmap`ped XLA program.
+batch train at once, as one `vmap`ped XLA program. At the end it writes plots of the
+search (`hyperoptax.plot`) into `hyperoptax-demo-figures/` (`--figures`).
 
 Two things cannot vary inside one compiled batch: array shapes and loop lengths. So the
 network is built at the largest width and the units beyond `width` are masked to zero,
@@ -18,6 +19,7 @@ import argparse
 import functools
 import sys
 import time
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -115,6 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--evaluations", type=int, default=40, help="total configurations to train")
     ap.add_argument("--parallel", type=int, default=4, help="configurations trained at once")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--figures",
+        default="hyperoptax-demo-figures",
+        help="folder for the search's plots (PNG; needs matplotlib); '' for none",
+    )
     args = ap.parse_args(argv)
     load_digits_split()
     print(
@@ -147,7 +154,22 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"Best after {int(state.mask.sum())} configurations ({time.perf_counter() - t0:.1f} s):")
     print(f"  {_format(config)}")
     print(f"  validation error {error:.4f} (accuracy {100 * (1 - error):.1f}%)")
+    if args.figures:
+        _write_figures(state, search, Path(args.figures))
     return {"config": config, "error": error}
+
+
+def _write_figures(state, search, folder: Path) -> None:
+    try:
+        from . import plot
+    except ImportError:
+        print("(No figures: matplotlib is not installed; pip install 'hyperoptax[plot]'.)")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("history", "importance", "slices", "contour", "parallel"):
+        fig = getattr(plot, name)(state, search)
+        fig.savefig(folder / f"{name}.png", dpi=110)
+    print(f"Figures of the search (history, importance, slices, contour, parallel): {folder}/")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,16 @@ def test_objective_trains_a_batch_and_ranks_configurations():
     assert float(again) == float(err[0])
 
 
-def test_demo_runs_a_search_and_reports_the_best(capsys):
-    out = demo.main(["--evaluations", "8", "--parallel", "4"])
+def test_demo_runs_a_search_and_reports_the_best(capsys, tmp_path):
+    out = demo.main(["--evaluations", "8", "--parallel", "4", "--figures", str(tmp_path)])
     text = capsys.readouterr().out
     lines = [line for line in text.splitlines() if "-> error" in line]
     assert len(lines) == 8
     errors = [float(line.rsplit("error ", 1)[1].split()[0]) for line in lines]
     assert abs(out["error"] - min(errors)) <= 5e-5 and "Best after 8 configurations" in text
     assert set(out["config"]) == set(demo.SPACE) and isinstance(out["config"]["width"], int)
+    names = {"history", "importance", "slices", "contour", "parallel"}
+    assert {p.stem for p in tmp_path.glob("*.png")} == names and str(tmp_path) in text
     # Eight evaluations are all random start-up ones (ten for the recommended settings), so
     # this checks the demo's mechanics, not the search's quality: what it prints and
     # returns. That the objective tells good configurations from bad ones is checked
