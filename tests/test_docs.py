@@ -18,6 +18,7 @@ PAGES = [
     "docs/howto/long-searches.md",
     "docs/howto/host-objectives.md",
     "docs/howto/sharding.md",
+    "docs/howto/look.md",
 ]
 
 

@@ -65,7 +65,9 @@ def test_model_scale_maps_back_to_results():
 
 def test_history_shows_every_result_the_best_so_far_and_the_failures(search):
     state, opt, y = search
-    ax = plot.history(state, opt).axes[0]
+    fig = plot.history(state, opt)
+    assert fig._repr_png_().startswith(b"\x89PNG")  # a notebook shows it as an image
+    ax = fig.axes[0]
     points, failed = ax.collections[0], ax.collections[-1]
     index = np.arange(1, N + 1)
     ok = np.isfinite(y)

@@ -18,6 +18,7 @@ figures/` writes every plot that applies.
 from __future__ import annotations
 
 import functools
+import io
 import math
 import re
 from collections.abc import Sequence
@@ -48,6 +49,16 @@ __all__ = [
     "contour",
 ]
 
+class _Figure(Figure):
+    """A matplotlib `Figure` that notebooks show as an image by itself (without pyplot's
+    inline backend a bare `Figure` displays as its repr)."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png")
+        return buf.getvalue()
+
+
 _BEST = "tab:red"
 _FAILED = "tab:gray"
 
@@ -59,7 +70,7 @@ _FAILED = "tab:gray"
 class _Observations:
     flat: FlatSpace
     names: list[str]
-    labels: list[tuple | None]  # the choices' labels of categorical columns
+    labels: list[tuple[str, ...] | None]  # the choices' labels of categorical columns
     X: np.ndarray  # (n, d) raw values (categorical columns: indices)
     y: np.ndarray  # (n,) results, NaN or inf where an evaluation failed
     batch: np.ndarray  # (n,) the batch each evaluation belonged to
@@ -129,10 +140,9 @@ def _observations(state, optimizer=None, evaluations=None, maximize=None) -> _Ob
             f"A {type(state).__name__} keeps no observations: pass the history that "
             f"`optimize` returned as well, `evaluations=(params_hist, results_hist)`."
         )
-    leaves = _space_leaves(state.space)
-    labels = [
+    labels: list[tuple[str, ...] | None] = [
         tuple(_label(c) for c in leaf.choices) if isinstance(leaf, CategoricalSpace) else None
-        for leaf in leaves
+        for leaf in _space_leaves(state.space)
     ]
     names = [_name(p) for p in flat.paths] or [f"x{i}" for i in range(flat.n_params)]
     return _Observations(flat, names, labels, X, y, batch, _direction(optimizer, maximize))
@@ -148,9 +158,10 @@ def _format_axis(axis, obs: _Observations, k: int, which: str) -> None:
     ax = axis
     set_scale = ax.set_xscale if which == "x" else ax.set_yscale
     axis_obj = ax.xaxis if which == "x" else ax.yaxis
-    if obs.labels[k] is not None:
-        axis_obj.set_major_locator(matplotlib.ticker.FixedLocator(range(len(obs.labels[k]))))
-        axis_obj.set_major_formatter(matplotlib.ticker.FixedFormatter(obs.labels[k]))
+    labels = obs.labels[k]
+    if labels is not None:
+        axis_obj.set_major_locator(matplotlib.ticker.FixedLocator(range(len(labels))))
+        axis_obj.set_major_formatter(matplotlib.ticker.FixedFormatter(labels))
         for t in axis_obj.get_ticklabels():
             t.set_rotation(30 if which == "x" else 0)
     elif obs.flat.log[k]:
@@ -177,7 +188,7 @@ def history(
     without one). Failed evaluations (NaN or inf) are crosses along the bottom edge.
     """
     obs = _observations(state, optimizer, evaluations, maximize)
-    fig = Figure(figsize=(7, 4), layout="constrained")
+    fig = _Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
     n = len(obs.y)
     index = np.arange(1, n + 1)
@@ -241,7 +252,7 @@ def parallel(
     """
     obs = _observations(state, optimizer, evaluations, maximize)
     d = obs.flat.n_params
-    fig = Figure(figsize=(max(6.0, 1.1 * d + 2.5), 4.5), layout="constrained")
+    fig = _Figure(figsize=(max(6.0, 1.1 * d + 2.5), 4.5), layout="constrained")
     ax = fig.add_subplot()
     P = _positions(obs, obs.X) if len(obs.y) else np.zeros((0, d))
     ok = obs.ok
@@ -251,18 +262,19 @@ def parallel(
         ax.plot(xs, row, color=_FAILED, lw=0.8, ls="--", alpha=0.6)
     good = obs.y[ok] if obs.maximize else -obs.y[ok]
     order = np.argsort(good)  # worst first, best last (on top)
-    norm = matplotlib.colors.Normalize(*(np.min(good), np.max(good))) if ok.any() else None
     cmap = matplotlib.colormaps["viridis"]
-    for i in order:
-        ax.plot(xs, P[ok][i], color=cmap(norm(good[i])), lw=1.0, alpha=0.8)
+    if ok.any():
+        norm = matplotlib.colors.Normalize(np.min(good), np.max(good))
+        for i in order:
+            ax.plot(xs, P[ok][i], color=cmap(norm(good[i])), lw=1.0, alpha=0.8)
     ax.vlines(xs, 0.0, 1.0, color="0.6", lw=0.8, zorder=0)
     for k in range(d):
-        if obs.labels[k] is not None:
-            m = len(obs.labels[k])
-            for j, label in enumerate(obs.labels[k]):
+        labels = obs.labels[k]
+        if labels is not None:
+            for j, label in enumerate(labels):
                 ax.annotate(
                     label,
-                    (k, (j + 0.5) / m),
+                    (k, (j + 0.5) / len(labels)),
                     xytext=(3, 0),
                     textcoords="offset points",
                     fontsize="x-small",
@@ -280,7 +292,7 @@ def parallel(
     ax.set_yticks([])
     ax.set_xlim(-0.2, d - 0.6)
     ax.set_ylim(-0.05, 1.05)
-    if norm is not None:
+    if ok.any():
         mappable = matplotlib.cm.ScalarMappable(
             norm=matplotlib.colors.Normalize(*((np.min(obs.y[ok]), np.max(obs.y[ok])))),
             cmap=cmap if obs.maximize else cmap.reversed(),
@@ -376,8 +388,8 @@ def parameter_importance(
 def importance(state, optimizer, **kwargs) -> Figure:
     """`parameter_importance` as a bar chart, the most important parameter on top."""
     shares = parameter_importance(state, optimizer, **kwargs)
-    names = sorted(shares, key=shares.get)
-    fig = Figure(figsize=(6, max(2.0, 0.35 * len(names) + 1.0)), layout="constrained")
+    names = sorted(shares, key=shares.__getitem__)
+    fig = _Figure(figsize=(6, max(2.0, 0.35 * len(names) + 1.0)), layout="constrained")
     ax = fig.add_subplot()
     ax.barh(names, [shares[n] for n in names], color="tab:blue")
     ax.set_xlabel("share of the posterior mean's main-effect variance")
@@ -429,7 +441,7 @@ def slices(state, optimizer, *, n_points: int = 101) -> Figure:
     ylim = (finite_y.min() - 0.15 * span, finite_y.max() + 0.15 * span) if ok.any() else None
 
     rows, cols = _grid_shape(d)
-    fig = Figure(figsize=(3.4 * cols, 3.4 * rows), layout="constrained")
+    fig = _Figure(figsize=(3.4 * cols, 3.4 * rows), layout="constrained")
     outer = fig.add_gridspec(rows, cols)
     for k in range(d):
         inner = outer[k // cols, k % cols].subgridspec(2, 1, height_ratios=(3, 1), hspace=0.05)
@@ -475,7 +487,7 @@ def contour(state, optimizer, params: Sequence[str] | None = None, *, n_points: 
         raise ValueError("contour needs a search space of at least two parameters.")
     if params is None:
         shares = parameter_importance(state, optimizer)
-        params = sorted(shares, key=shares.get, reverse=True)[:2]
+        params = sorted(shares, key=shares.__getitem__, reverse=True)[:2]
     if len(params) != 2 or any(p not in obs.names for p in params):
         raise ValueError(
             f"contour: `params` must name two parameters among {obs.names}, got {params!r}."
@@ -492,7 +504,7 @@ def contour(state, optimizer, params: Sequence[str] | None = None, *, n_points: 
     median = _to_results(state, optimizer, mean).reshape(len(gi), len(gj))
     raw = _raw(obs, U)
     xi, xj = raw[:: len(gj), i], raw[: len(gj), j]
-    fig = Figure(figsize=(6, 5), layout="constrained")
+    fig = _Figure(figsize=(6, 5), layout="constrained")
     ax = fig.add_subplot()
     mesh = ax.pcolormesh(
         xi, xj, median.T, shading="nearest", cmap="viridis" if obs.maximize else "viridis_r"
