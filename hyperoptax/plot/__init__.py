@@ -49,6 +49,7 @@ __all__ = [
     "contour",
 ]
 
+
 class _Figure(Figure):
     """A matplotlib `Figure` that notebooks show as an image by itself (without pyplot's
     inline backend a bare `Figure` displays as its repr)."""
