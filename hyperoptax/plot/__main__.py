@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / f"{name}.png"
         fig.savefig(path, dpi=args.dpi)
         print(path)
-    if not model:
+    if not model and hasattr(state, "log_length_scale"):
         print(
-            "hyperoptax.plot: no model plots (they need a Bayesian search saved with its "
-            "optimizer).",
+            "hyperoptax.plot: no model plots (they need the Bayesian search's optimizer, "
+            "saved with the state: save_state(path, state, optimizer)).",
             file=sys.stderr,
         )
     return 0
