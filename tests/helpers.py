@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 import hyperoptax as hx
@@ -47,3 +48,22 @@ def check_in_space(params, space, n):
             assert all(float(x) in [float(m) for m in sp.values] for x in v), name
         else:
             assert bool(jnp.all(v >= sp.lower_bound)) and bool(jnp.all(v <= sp.upper_bound)), name
+
+
+# The sharded searches' (sharding_worker.py, multihost_worker.py).
+SHARDED_SPACE = {"lr": hx.LogSpace(1e-3, 1e-1), "width": hx.QLinearSpace(2, 16)}
+SHARDED_SMALL = dict(n_candidates=64, n_restarts=2, n_lbfgs_steps=3, n_hparam_steps=3)
+
+
+def sharded_objective(key, p):
+    """Some real work per configuration: 20 gradient steps on a masked linear model."""
+    X = jax.random.normal(jax.random.PRNGKey(1), (64, 16))
+    y = X @ jnp.linspace(-1.0, 1.0, 16)
+    mask = (jnp.arange(16) < p["width"]).astype(X.dtype)
+
+    def step(w, _):
+        g = jax.grad(lambda w: jnp.mean((X @ (w * mask) - y) ** 2))(w)
+        return w - p["lr"] * g, None
+
+    w, _ = jax.lax.scan(step, jnp.zeros(16), None, length=20)
+    return jnp.mean((X @ (w * mask) - y) ** 2)

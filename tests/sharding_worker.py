@@ -14,28 +14,13 @@ import json  # noqa: E402
 
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from helpers import SHARDED_SMALL as SMALL  # noqa: E402
+from helpers import SHARDED_SPACE as SPACE  # noqa: E402
+from helpers import sharded_objective as objective  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 import hyperoptax as hx  # noqa: E402
-
-SPACE = {"lr": hx.LogSpace(1e-3, 1e-1), "width": hx.QLinearSpace(2, 16)}
-SMALL = dict(n_candidates=64, n_restarts=2, n_lbfgs_steps=3, n_hparam_steps=3)
-
-
-def objective(key, p):
-    """Some real work per configuration: 20 gradient steps on a masked linear model."""
-    X = jax.random.normal(jax.random.PRNGKey(1), (64, 16))
-    y = X @ jnp.linspace(-1.0, 1.0, 16)
-    mask = (jnp.arange(16) < p["width"]).astype(X.dtype)
-
-    def step(w, _):
-        g = jax.grad(lambda w: jnp.mean((X @ (w * mask) - y) ** 2))(w)
-        return w - p["lr"] * g, None
-
-    w, _ = jax.lax.scan(step, jnp.zeros(16), None, length=20)
-    return jnp.mean((X @ (w * mask) - y) ** 2)
 
 
 def main():
