@@ -16,6 +16,7 @@ from .bayesian import BayesianSearch, BayesianSearchState, recommended
 from .checkpoint import load_state, save_state
 from .grid import GridSearch, GridSearchState
 from .host import evaluate_configs
+from .hyperband import Hyperband, HyperbandState, SuccessiveHalving
 from .kernels import RBF, BaseKernel, Matern
 from .random import RandomSearch
 from .spaces import (
@@ -49,6 +50,9 @@ __all__ = [
     "GridSearch",
     "GridSearchState",
     "RandomSearch",
+    "Hyperband",
+    "HyperbandState",
+    "SuccessiveHalving",
     "Optimizer",
     "OptimizerState",
     "Space",

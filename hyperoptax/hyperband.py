@@ -1,0 +1,264 @@
+"""Multi-fidelity search: successive halving and Hyperband on JAX objectives with a budget.
+
+An objective `objective(key, params, budget)` trains one configuration for `budget`
+units (epochs, steps: the user's unit; an int32 scalar) and returns a scalar. Successive
+halving evaluates many configurations on a small budget, keeps the best `1/eta` of
+them, evaluates those on `eta` times the budget, and so on up to `max_budget`.
+Hyperband runs several such brackets, from the most aggressive (many configurations,
+smallest budget) to plain evaluation at `max_budget`, because how early a ranking can
+be trusted depends on the problem (Li et al., "Hyperband: a novel bandit-based approach
+to hyperparameter optimization", JMLR 2018).
+
+Each rung's configurations are evaluated at once, `jax.vmap`ped over the population,
+one compiled program per population size (the budget is an argument, not a constant).
+Configurations are drawn uniformly at random from the space.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
+
+from ._checks import check_callable, check_int
+from ._dtypes import float_dtype
+from .base import OptimizerState
+from .spaces import flatten_space
+
+__all__ = ["Rung", "HyperbandState", "Hyperband", "SuccessiveHalving"]
+
+OBJECTIVE_USAGE = "objective(key, params, budget) -> scalar"
+
+
+class Rung(NamedTuple):
+    """One rung of a bracket: `n_configurations` evaluated with `budget` each."""
+
+    n_configurations: int
+    budget: int
+
+
+class HyperbandState(OptimizerState):
+    """Every evaluation of a multi-fidelity search, in the order they ran.
+
+    Row `i` is one evaluation: configuration `X[i]` (raw values, one column per
+    parameter), trained with `budget[i]`, result `y[i]` (NaN or inf for a failure).
+    `configuration[i]` numbers the configuration (the same number in every rung it was
+    promoted to), `bracket[i]` and `rung[i]` say where it ran; `mask[i]` whether row
+    `i` holds an evaluation.
+    """
+
+    X: Float[Array, "n n_params"]
+    y: Float[Array, " n"]
+    budget: Int[Array, " n"]
+    configuration: Int[Array, " n"]
+    bracket: Int[Array, " n"]
+    rung: Int[Array, " n"]
+    mask: Bool[Array, " n"]
+
+
+def _budget(max_budget: int, eta: int, steps_below: int, min_budget: int) -> int:
+    """`max_budget / eta**steps_below`, rounded to an integer of at least `min_budget`."""
+    return max(min_budget, round(max_budget / eta**steps_below))
+
+
+class Hyperband(eqx.Module):
+    """Hyperband over random configurations: brackets of successive halving.
+
+    With `R = max_budget / min_budget` and `s_max = floor(log_eta R)`, bracket `s` (from
+    `s_max` down to 0) starts `n = ceil((s_max + 1) eta^s / (s + 1))` configurations on
+    budget `max_budget eta^-s` and runs `s + 1` rungs: rung `i` evaluates `floor(n
+    eta^-i)` configurations (the best of the rung before) with budget `max_budget
+    eta^(i-s)` (Li et al. 2018, Algorithm 1; budgets rounded to integers). For
+    `min_budget=1, max_budget=81, eta=3` the brackets start 81, 34, 15, 8 and 5
+    configurations on budgets 1, 3, 9, 27 and 81.
+
+    Attributes:
+        min_budget: the smallest budget a configuration is evaluated with (>= 1).
+        max_budget: the full budget; `best_params` reports the best configuration
+            evaluated with it.
+        eta: the factor between rungs: each keeps the best `1/eta` (default 3).
+        maximize: whether larger results are better (default True).
+    """
+
+    min_budget: int = eqx.field(static=True)
+    max_budget: int = eqx.field(static=True)
+    eta: int = eqx.field(default=3, static=True)
+    maximize: bool = eqx.field(default=True, static=True)
+
+    def __check_init__(self):
+        name = type(self).__name__
+        check_int(name, "min_budget", self.min_budget, 1)
+        check_int(name, "max_budget", self.max_budget, 1)
+        check_int(name, "eta", self.eta, 2)
+        if self.max_budget < self.min_budget:
+            raise ValueError(
+                f"{name}: `max_budget` ({self.max_budget}) must be at least `min_budget` "
+                f"({self.min_budget})."
+            )
+        if not isinstance(self.maximize, bool):
+            raise TypeError(f"{name}: `maximize` must be a bool, got {self.maximize!r}.")
+
+    @classmethod
+    def init(cls, space: PyTree, **kwargs: Any) -> tuple[HyperbandState, Hyperband]:
+        """`(state, optimizer)`: the optimizer from `kwargs` (`min_budget`, `max_budget`,
+        `eta`, `maximize`) and buffers for every evaluation of its brackets."""
+        optimizer = cls(**kwargs)
+        flat = flatten_space(space)
+        n = sum(r.n_configurations for bracket in optimizer.brackets() for r in bracket)
+        zeros = jnp.zeros((n,), jnp.int32)
+        state = HyperbandState(
+            space,
+            jnp.zeros((n, flat.n_params), float_dtype()),
+            jnp.full((n,), jnp.nan, float_dtype()),
+            zeros,
+            zeros,
+            zeros,
+            zeros,
+            jnp.zeros((n,), bool),
+        )
+        return state, optimizer
+
+    @property
+    def s_max(self) -> int:
+        """The most aggressive bracket's number of halvings, `floor(log_eta R)`."""
+        ratio = self.max_budget / self.min_budget
+        s = int(math.floor(math.log(ratio) / math.log(self.eta) + 1e-9))
+        return s
+
+    def _bracket(self, s: int, n: int) -> list[Rung]:
+        return [
+            Rung(n // self.eta**i, _budget(self.max_budget, self.eta, s - i, self.min_budget))
+            for i in range(s + 1)
+        ]
+
+    def brackets(self) -> list[list[Rung]]:
+        """The schedule: for each bracket in the order they run, its rungs."""
+        s_max = self.s_max
+        return [
+            self._bracket(s, math.ceil((s_max + 1) * self.eta**s / (s + 1)))
+            for s in range(s_max, -1, -1)
+        ]
+
+    def optimize(
+        self, state: HyperbandState, key: PRNGKeyArray, objective: Callable
+    ) -> tuple[HyperbandState, tuple[list[PyTree], list[Array]]]:
+        """Run every bracket. `objective(key, params, budget)` gets one configuration
+        (each leaf a scalar) and an int32 budget, and returns a scalar.
+
+        Returns `(state, (params_hist, results_hist))`, one batched params pytree and
+        one results array per rung, in the order they ran; `state` holds every
+        evaluation with its budget. Within a rung the configurations with the best
+        results are promoted, failures (NaN or inf) last: a failed configuration goes on
+        only when fewer configurations than the next rung holds succeeded.
+        """
+        name = type(self).__name__
+        check_callable(name, "objective", objective, OBJECTIVE_USAGE)
+        flat = flatten_space(state.space)
+        params_hist, results_hist = [], []
+        row, next_configuration = 0, 0
+        for b, bracket in enumerate(self.brackets()):
+            key, k_sample = jax.random.split(key)
+            n0 = bracket[0].n_configurations
+            X = flat.from_unit(flat.sample_unit(k_sample, n0))
+            ids = np.arange(next_configuration, next_configuration + n0)
+            next_configuration += n0
+            for i, rung in enumerate(bracket):
+                key, k_eval = jax.random.split(key)
+                params = flat.unflatten(X)
+                keys = jax.random.split(k_eval, len(X))
+                results = _evaluate(objective, params, keys, jnp.asarray(rung.budget, jnp.int32))
+                n = len(X)
+                sl = slice(row, row + n)
+                state = eqx.tree_at(
+                    lambda s: (s.X, s.y, s.budget, s.configuration, s.bracket, s.rung, s.mask),
+                    state,
+                    (
+                        state.X.at[sl].set(X),
+                        state.y.at[sl].set(results),
+                        state.budget.at[sl].set(rung.budget),
+                        state.configuration.at[sl].set(jnp.asarray(ids, jnp.int32)),
+                        state.bracket.at[sl].set(b),
+                        state.rung.at[sl].set(i),
+                        state.mask.at[sl].set(True),
+                    ),
+                )
+                row += n
+                params_hist.append(params)
+                results_hist.append(results)
+                if i + 1 < len(bracket):
+                    keep = np.asarray(
+                        _promote(results, bracket[i + 1].n_configurations, self.maximize)
+                    )
+                    X, ids = X[keep], ids[keep]
+        return state, (params_hist, results_hist)
+
+    def _best_row(self, state: HyperbandState) -> int:
+        y = np.asarray(state.y)
+        ok = np.asarray(state.mask) & np.isfinite(y)
+        if not ok.any():
+            return -1
+        budget = np.asarray(state.budget)
+        top = budget[ok].max()  # the largest budget with a finite result
+        candidates = np.flatnonzero(ok & (budget == top))
+        values = y[candidates] if self.maximize else -y[candidates]
+        return int(candidates[np.argmax(values)])
+
+    def best_result(self, state: HyperbandState) -> Array:
+        """The best result at the largest budget that has a finite result (`max_budget`
+        unless every evaluation there failed); NaN if none is finite."""
+        row = self._best_row(state)
+        return jnp.asarray(jnp.nan if row < 0 else state.y[row], state.y.dtype)
+
+    def best_params(self, state: HyperbandState) -> PyTree:
+        """The configuration (each leaf a scalar) of `best_result`."""
+        row = self._best_row(state)
+        if row < 0:
+            raise ValueError(f"{type(self).__name__}: no evaluation has a finite result yet.")
+        flat = flatten_space(state.space)
+        return jax.tree_util.tree_map(lambda leaf: leaf[0], flat.unflatten(state.X[row][None, :]))
+
+
+class SuccessiveHalving(Hyperband):
+    """Successive halving: one bracket that ends at `max_budget`.
+
+    By default it is Hyperband's most aggressive bracket: `eta**s_max` configurations on
+    budget `max_budget eta^-s_max` (about `min_budget`), each rung keeping the best
+    `1/eta` and multiplying the budget by `eta`. With `n_configurations = n` it runs
+    `s + 1` rungs, `s = min(s_max, floor(log_eta n))`, so that the last rung still has a
+    configuration and still runs at `max_budget`.
+
+    Attributes:
+        n_configurations: configurations in the first rung (default `eta**s_max`).
+    """
+
+    n_configurations: int | None = eqx.field(default=None, static=True)
+
+    def __check_init__(self):
+        if self.n_configurations is not None:
+            check_int(type(self).__name__, "n_configurations", self.n_configurations, 1)
+
+    def brackets(self) -> list[list[Rung]]:
+        if self.n_configurations is None:
+            return [self._bracket(self.s_max, self.eta**self.s_max)]
+        n = self.n_configurations
+        s = min(self.s_max, int(math.floor(math.log(n) / math.log(self.eta) + 1e-9)))
+        return [self._bracket(s, n)]
+
+
+@eqx.filter_jit
+def _evaluate(objective, params, keys, budget) -> Array:
+    """One rung: every configuration evaluated with `budget`, under `vmap`."""
+    out = jax.vmap(objective, in_axes=(0, 0, None))(keys, params, budget)
+    return jnp.asarray(out, float_dtype()).reshape(keys.shape[0])
+
+
+def _promote(results: Array, k: int, maximize: bool) -> Array:
+    """The indices of the best `k` results, failures last (a stable order on ties)."""
+    score = jnp.where(jnp.isfinite(results), results if maximize else -results, -jnp.inf)
+    return jnp.argsort(-score, stable=True)[:k]

@@ -1,0 +1,141 @@
+"""Successive halving and Hyperband: the published schedule, promotion, budgets, failures."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hyperoptax as hx
+
+SPACE = {"x": hx.LinearSpace(0.0, 1.0), "n": hx.QLinearSpace(1, 4)}
+
+
+def objective(key, params, budget):
+    # Deterministic (the key is unused), so every evaluation can be checked one by one.
+    # More budget brings each configuration closer to its final value, 1 - (x - 0.3)^2.
+    final = 1.0 - (params["x"] - 0.3) ** 2 - 0.01 * params["n"]
+    return final - 1.0 / (1.0 + budget)
+
+
+def failing(key, params, budget):
+    return jnp.where(params["x"] > 0.8, jnp.nan, objective(key, params, budget))
+
+
+def schedule(opt):
+    return [[(r.n_configurations, r.budget) for r in bracket] for bracket in opt.brackets()]
+
+
+def test_brackets_follow_hyperband_definition():
+    # Li et al. (2018), Table 1: R = 81, eta = 3.
+    assert schedule(hx.Hyperband(min_budget=1, max_budget=81, eta=3)) == [
+        [(81, 1), (27, 3), (9, 9), (3, 27), (1, 81)],
+        [(34, 3), (11, 9), (3, 27), (1, 81)],
+        [(15, 9), (5, 27), (1, 81)],
+        [(8, 27), (2, 81)],
+        [(5, 81)],
+    ]
+    # eta = 2, R = 16: n = ceil(5 * 2^s / (s + 1)).
+    assert schedule(hx.Hyperband(min_budget=1, max_budget=16, eta=2)) == [
+        [(16, 1), (8, 2), (4, 4), (2, 8), (1, 16)],
+        [(10, 2), (5, 4), (2, 8), (1, 16)],
+        [(7, 4), (3, 8), (1, 16)],
+        [(5, 8), (2, 16)],
+        [(5, 16)],
+    ]
+    # R = 10 is not a power of eta: s_max = 2, budgets 100 / 9 and 100 / 3 rounded.
+    assert schedule(hx.Hyperband(min_budget=10, max_budget=100, eta=3)) == [
+        [(9, 11), (3, 33), (1, 100)],
+        [(5, 33), (1, 100)],
+        [(3, 100)],
+    ]
+    assert schedule(hx.Hyperband(min_budget=5, max_budget=5)) == [[(1, 5)]]
+
+
+def test_successive_halving_is_the_most_aggressive_bracket():
+    hb = hx.Hyperband(min_budget=1, max_budget=27, eta=3)
+    sh = hx.SuccessiveHalving(min_budget=1, max_budget=27, eta=3)
+    assert schedule(sh) == schedule(hb)[:1] == [[(27, 1), (9, 3), (3, 9), (1, 27)]]
+    sh = hx.SuccessiveHalving(min_budget=1, max_budget=27, n_configurations=20)
+    assert schedule(sh) == [[(20, 3), (6, 9), (2, 27)]]  # ends at the full budget
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(min_budget=0, max_budget=9), ValueError),
+        (dict(min_budget=10, max_budget=9), ValueError),
+        (dict(min_budget=1, max_budget=9, eta=1), ValueError),
+        (dict(min_budget=1.5, max_budget=9), TypeError),
+        (dict(min_budget=1, max_budget=9, maximize="yes"), TypeError),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, error):
+    with pytest.raises(error, match="Hyperband"):
+        hx.Hyperband(**kwargs)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["maximize", "minimize"])
+def run(request):
+    maximize = request.param
+    sign = 1.0 if maximize else -1.0
+
+    def f(key, params, budget):
+        return sign * objective(key, params, budget)
+
+    state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=27, maximize=maximize)
+    state, hist = opt.optimize(state, jax.random.PRNGKey(0), f)
+    return state, opt, hist, f
+
+
+def test_every_evaluation_is_recorded_with_its_budget(run):
+    state, opt, (params_hist, results_hist), f = run
+    rungs = [r for bracket in opt.brackets() for r in bracket]
+    assert bool(state.mask.all()) and len(state.y) == sum(r.n_configurations for r in rungs)
+    assert [len(r) for r in results_hist] == [r.n_configurations for r in rungs]
+    np.testing.assert_array_equal(
+        state.budget, np.repeat([r.budget for r in rungs], [r.n_configurations for r in rungs])
+    )
+    # The vmapped rungs give what evaluating each configuration alone gives.
+    for i in range(len(state.y)):
+        params = {"n": state.X[i, 0].astype(jnp.int32), "x": state.X[i, 1]}  # columns: sorted keys
+        assert float(f(None, params, state.budget[i])) == pytest.approx(float(state.y[i]), abs=1e-6)
+
+
+def test_survivors_are_the_best_of_their_rung_and_nothing_else_goes_on(run):
+    state, opt, _, _ = run
+    y, config = np.asarray(state.y), np.asarray(state.configuration)
+    bracket, rung = np.asarray(state.bracket), np.asarray(state.rung)
+    for b in np.unique(bracket):
+        for r in np.unique(rung[bracket == b])[:-1]:
+            here = np.flatnonzero((bracket == b) & (rung == r))
+            nxt = set(config[(bracket == b) & (rung == r + 1)])
+            order = np.argsort(-y[here] if opt.maximize else y[here], kind="stable")
+            assert nxt == set(config[here[order[: len(nxt)]]])
+            assert len(nxt) == len(here) // opt.eta
+    # A configuration's budget only grows, rung after rung, and each rung it reaches
+    # follows the one before.
+    for c in np.unique(config):
+        rows = np.flatnonzero(config == c)
+        assert list(rung[rows]) == list(range(len(rows)))
+        assert np.all(np.diff(np.asarray(state.budget)[rows]) > 0)
+
+
+def test_best_is_reported_at_the_full_budget(run):
+    state, opt, _, _ = run
+    full = np.asarray(state.budget) == opt.max_budget
+    y = np.asarray(state.y)
+    best = y[full].max() if opt.maximize else y[full].min()
+    assert float(opt.best_result(state)) == best
+    params = opt.best_params(state)
+    row = np.flatnonzero(full & (y == best))[0]
+    assert float(params["x"]) == float(state.X[row, 1]) and params["n"].dtype == jnp.int32
+
+
+def test_failed_configurations_are_not_promoted():
+    state, opt = hx.SuccessiveHalving.init(SPACE, min_budget=1, max_budget=9, eta=3)
+    state, _ = opt.optimize(state, jax.random.PRNGKey(1), failing)
+    y, rung = np.asarray(state.y), np.asarray(state.rung)
+    first = rung == 0
+    assert np.isnan(y[first]).any() and (np.isfinite(y[first]).sum() >= 3)
+    assert np.isfinite(y[~first]).all()  # enough succeeded, so no failure went on
+    assert np.isfinite(float(opt.best_result(state)))
