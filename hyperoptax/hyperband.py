@@ -16,6 +16,7 @@ Configurations are drawn uniformly at random from the space.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -34,6 +35,7 @@ from .spaces import flatten_space
 __all__ = ["Rung", "HyperbandState", "Hyperband", "SuccessiveHalving"]
 
 OBJECTIVE_USAGE = "objective(key, params, budget) -> scalar"
+CARRY_USAGE = "objective(key, params, budget, carry) -> (scalar, carry)"
 
 
 class Rung(NamedTuple):
@@ -145,11 +147,36 @@ class Hyperband(eqx.Module):
             for s in range(s_max, -1, -1)
         ]
 
+    def total_budget(self, continued: bool = False) -> int:
+        """The sum of the budgets the schedule spends: every evaluation from scratch, or
+        with `continued` each promoted configuration only from its last rung's budget on
+        (`optimize(..., init_carry=...)`)."""
+        total = 0
+        for bracket in self.brackets():
+            previous = 0
+            for rung in bracket:
+                total += rung.n_configurations * (rung.budget - (previous if continued else 0))
+                previous = rung.budget
+        return total
+
     def optimize(
-        self, state: HyperbandState, key: PRNGKeyArray, objective: Callable
+        self,
+        state: HyperbandState,
+        key: PRNGKeyArray,
+        objective: Callable,
+        *,
+        init_carry: Callable | None = None,
     ) -> tuple[HyperbandState, tuple[list[PyTree], list[Array]]]:
         """Run every bracket. `objective(key, params, budget)` gets one configuration
         (each leaf a scalar) and an int32 budget, and returns a scalar.
+
+        With `init_carry`, a promoted configuration continues its training instead of
+        starting again: `init_carry(key, params)` makes a configuration's training state
+        (any pytree of arrays) before its first rung, and the objective is
+        `objective(key, params, budget, carry) -> (result, carry)`: it trains on from
+        `carry` (what it returned on the configuration's last rung) until `budget` in
+        total, so the carry should record how far it got. `total_budget(continued=True)`
+        says what the schedule then spends.
 
         Returns `(state, (params_hist, results_hist))`, one batched params pytree and
         one results array per rung, in the order they ran; `state` holds every
@@ -158,21 +185,32 @@ class Hyperband(eqx.Module):
         only when fewer configurations than the next rung holds succeeded.
         """
         name = type(self).__name__
-        check_callable(name, "objective", objective, OBJECTIVE_USAGE)
+        if init_carry is None:
+            _check_positional(name, "objective", objective, 3, OBJECTIVE_USAGE)
+        else:
+            _check_positional(name, "objective", objective, 4, CARRY_USAGE)
+            _check_positional(name, "init_carry", init_carry, 2, "init_carry(key, params) -> carry")
         flat = flatten_space(state.space)
         params_hist, results_hist = [], []
         row, next_configuration = 0, 0
         for b, bracket in enumerate(self.brackets()):
-            key, k_sample = jax.random.split(key)
+            key, k_sample, k_init = jax.random.split(key, 3)
             n0 = bracket[0].n_configurations
             X = flat.from_unit(flat.sample_unit(k_sample, n0))
             ids = np.arange(next_configuration, next_configuration + n0)
             next_configuration += n0
+            carry = None
+            if init_carry is not None:
+                carry = _init(init_carry, flat.unflatten(X), jax.random.split(k_init, n0))
             for i, rung in enumerate(bracket):
                 key, k_eval = jax.random.split(key)
                 params = flat.unflatten(X)
                 keys = jax.random.split(k_eval, len(X))
-                results = _evaluate(objective, params, keys, jnp.asarray(rung.budget, jnp.int32))
+                budget = jnp.asarray(rung.budget, jnp.int32)
+                if carry is None:
+                    results = _evaluate(objective, params, keys, budget)
+                else:
+                    results, carry = _continue(objective, params, keys, budget, carry)
                 n = len(X)
                 sl = slice(row, row + n)
                 state = eqx.tree_at(
@@ -196,6 +234,8 @@ class Hyperband(eqx.Module):
                         _promote(results, bracket[i + 1].n_configurations, self.maximize)
                     )
                     X, ids = X[keep], ids[keep]
+                    if carry is not None:
+                        carry = jax.tree_util.tree_map(lambda c, k=keep: c[k], carry)
         return state, (params_hist, results_hist)
 
     def _best_row(self, state: HyperbandState) -> int:
@@ -256,6 +296,37 @@ def _evaluate(objective, params, keys, budget) -> Array:
     """One rung: every configuration evaluated with `budget`, under `vmap`."""
     out = jax.vmap(objective, in_axes=(0, 0, None))(keys, params, budget)
     return jnp.asarray(out, float_dtype()).reshape(keys.shape[0])
+
+
+def _check_positional(owner: str, name: str, func: Any, n: int, usage: str) -> None:
+    """`func` is callable with `n` positional arguments, or a clear error."""
+    check_callable(owner, name, func, usage)
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    kinds = [p.kind for p in sig.parameters.values()]
+    positional = sum(
+        k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for k in kinds
+    )
+    if inspect.Parameter.VAR_POSITIONAL not in kinds and positional < n:
+        raise TypeError(
+            f"{owner}: `{name}` must be callable as {usage}; got a callable with signature {sig}."
+        )
+
+
+@eqx.filter_jit
+def _init(init_carry, params, keys):
+    """Every configuration's training state before its first rung."""
+    return jax.vmap(init_carry)(keys, params)
+
+
+@eqx.filter_jit
+def _continue(objective, params, keys, budget, carry):
+    """One rung of continued trainings: `(results, carries)`."""
+    out, carry = jax.vmap(objective, in_axes=(0, 0, None, 0))(keys, params, budget, carry)
+    return jnp.asarray(out, float_dtype()).reshape(keys.shape[0]), carry
 
 
 def _promote(results: Array, k: int, maximize: bool) -> Array:

@@ -139,3 +139,44 @@ def test_failed_configurations_are_not_promoted():
     assert np.isnan(y[first]).any() and (np.isfinite(y[first]).sum() >= 3)
     assert np.isfinite(y[~first]).all()  # enough succeeded, so no failure went on
     assert np.isfinite(float(opt.best_result(state)))
+
+
+def train(key, params, budget, carry):
+    """Gradient descent on a 1-D quadratic from where the carry left off, until `budget`
+    steps in total; the loss after them."""
+    w, done = carry
+
+    def step(_, w):
+        return w - params["x"] * 0.2 * (w - 1.0)
+
+    w = jax.lax.fori_loop(done, budget, step, w)
+    return (w - 1.0) ** 2, (w, budget)
+
+
+def start(key, params):
+    return jnp.asarray(3.0), jnp.asarray(0, jnp.int32)
+
+
+def test_a_continued_training_equals_an_uninterrupted_one():
+    state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=9, eta=3, maximize=False)
+    state, _ = opt.optimize(state, jax.random.PRNGKey(2), train, init_carry=start)
+    assert int(state.rung.max()) == 2  # configurations continued over three rungs
+    for i in range(len(state.y)):
+        params = {"n": state.X[i, 0].astype(jnp.int32), "x": state.X[i, 1]}
+        # From scratch to the same total budget, in one go.
+        loss, _ = train(None, params, state.budget[i], start(None, params))
+        assert float(loss) == pytest.approx(float(state.y[i]), rel=1e-6, abs=1e-9)
+    # Continuing spends only the budget beyond each configuration's last rung.
+    assert opt.total_budget(continued=True) < opt.total_budget()
+    assert opt.total_budget() == int(state.budget.sum())
+
+
+def test_objectives_with_the_wrong_signature_are_refused():
+    state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=3)
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(TypeError, match=r"objective\(key, params, budget\)"):
+        opt.optimize(state, key, lambda key, params: 0.0)  # no budget
+    with pytest.raises(TypeError, match="carry"):
+        opt.optimize(state, key, objective, init_carry=start)  # no carry
+    with pytest.raises(TypeError, match="init_carry"):
+        opt.optimize(state, key, train, init_carry=3)
