@@ -24,7 +24,7 @@ from ._checks import check_int
 from ._loop import async_host_loop, check_callback, check_objective, host_loop, jit_step, scan
 from ._typing import typecheck
 from .host import check_on_error, evaluate_configs
-from .sharding import check_mesh
+from .sharding import check_mesh, put_replicated
 from .spaces import flatten_space, to_configs
 
 __all__ = ["OptimizerState", "Optimizer"]
@@ -164,7 +164,10 @@ class Optimizer(eqx.Module, Generic[StateT]):
         check_mesh(mesh, self.n_parallel, type(self).__name__)
 
         def step(state, k):
-            return jit_step(self, state, k, func, mesh)
+            # The state replicated over the mesh from the first iteration on (a fresh or
+            # resumed state is on one device; the step's output is replicated), so the
+            # step sees the same input shardings every iteration and compiles once.
+            return jit_step(self, put_replicated(state, mesh), k, func, mesh)
 
         return host_loop(
             self,

@@ -183,6 +183,10 @@ class Hyperband(eqx.Module):
         evaluation with its budget. Within a rung the configurations with the best
         results are promoted, failures (NaN or inf) last: a failed configuration goes on
         only when fewer configurations than the next rung holds succeeded.
+
+        Every step is a JAX operation, so a whole search can be traced:
+        `eqx.filter_vmap(lambda k: opt.optimize(state, k, objective)[0])(keys)` runs one
+        search per key in one program.
         """
         name = type(self).__name__
         if init_carry is None:
@@ -197,7 +201,7 @@ class Hyperband(eqx.Module):
             key, k_sample, k_init = jax.random.split(key, 3)
             n0 = bracket[0].n_configurations
             X = flat.from_unit(flat.sample_unit(k_sample, n0))
-            ids = np.arange(next_configuration, next_configuration + n0)
+            ids = jnp.arange(next_configuration, next_configuration + n0, dtype=jnp.int32)
             next_configuration += n0
             carry = None
             if init_carry is not None:
@@ -220,7 +224,7 @@ class Hyperband(eqx.Module):
                         state.X.at[sl].set(X),
                         state.y.at[sl].set(results),
                         state.budget.at[sl].set(rung.budget),
-                        state.configuration.at[sl].set(jnp.asarray(ids, jnp.int32)),
+                        state.configuration.at[sl].set(ids),
                         state.bracket.at[sl].set(b),
                         state.rung.at[sl].set(i),
                         state.mask.at[sl].set(True),
@@ -230,9 +234,7 @@ class Hyperband(eqx.Module):
                 params_hist.append(params)
                 results_hist.append(results)
                 if i + 1 < len(bracket):
-                    keep = np.asarray(
-                        _promote(results, bracket[i + 1].n_configurations, self.maximize)
-                    )
+                    keep = _promote(results, bracket[i + 1].n_configurations, self.maximize)
                     X, ids = X[keep], ids[keep]
                     if carry is not None:
                         carry = jax.tree_util.tree_map(lambda c, k=keep: c[k], carry)

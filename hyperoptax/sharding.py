@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["batch_sharding", "check_mesh", "to_host"]
+__all__ = ["batch_sharding", "check_mesh", "put_replicated", "to_host"]
 
 
 def check_mesh(mesh: Any, n_parallel: int, owner: str) -> None:
@@ -57,6 +57,17 @@ def replicate(tree: Any, mesh: Mesh | None) -> Any:
         return tree
     return jax.tree_util.tree_map(
         lambda x: jax.lax.with_sharding_constraint(x, replicated(mesh)), tree
+    )
+
+
+def put_replicated(tree: Any, mesh: Mesh | None) -> Any:
+    """Every array leaf of `tree` placed replicated over `mesh` (no copy for a leaf that
+    already is); other leaves as they are. `None` for `mesh`: `tree` unchanged."""
+    if mesh is None:
+        return tree
+    sharding = replicated(mesh)
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(x, sharding) if isinstance(x, jax.Array) else x, tree
     )
 
 

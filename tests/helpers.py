@@ -1,5 +1,7 @@
 """Shared objectives and spaces for the tests."""
 
+import contextlib
+import logging
 import math
 
 import jax
@@ -67,3 +69,23 @@ def sharded_objective(key, p):
 
     w, _ = jax.lax.scan(step, jnp.zeros(16), None, length=20)
     return jnp.mean((X @ (w * mask) - y) ** 2)
+
+
+@contextlib.contextmanager
+def count_compilations(name):
+    """Counts how many times JAX compiles the jitted function `name` inside the block
+    (yields a one-element list holding the count)."""
+    counter = [0]
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            counter[0] += f"Compiling jit({name})" in record.getMessage()
+
+    handler, logger = Handler(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        yield counter
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logger.removeHandler(handler)

@@ -32,6 +32,7 @@ if PROCESS_ID >= 0:
 
 from helpers import SHARDED_SMALL as SMALL  # noqa: E402
 from helpers import SHARDED_SPACE as SPACE  # noqa: E402
+from helpers import count_compilations  # noqa: E402
 from helpers import sharded_objective as objective  # noqa: E402
 
 import hyperoptax as hx  # noqa: E402
@@ -63,17 +64,22 @@ def main():
     key = jax.random.PRNGKey(0)
     state, opt = hx.BayesianSearch.init(SPACE, n_max=12, maximize=False, n_parallel=4, **SMALL)
     ckpt = Path(OUT) / f"search-{PROCESS_ID}.ckpt"  # one file per process
-    if PROCESS_ID >= 0:
-        # Killed after two of three iterations, then started again: it resumes from the file.
-        try:
-            opt.optimize(state, key, objective, 3, mesh=mesh, checkpoint=ckpt, callback=crash_at(2))
-        except Crash:
-            out["saved_iterations"] = hx.checkpoint.read_header(ckpt)["extra"]["iteration"]
-        final, (params, results) = opt.optimize(
-            state, key, objective, 3, mesh=mesh, checkpoint=ckpt
-        )
-    else:
-        final, (params, results) = opt.optimize(state, key, objective, 3, mesh=mesh)
+    with count_compilations("_step") as compiled:
+        if PROCESS_ID >= 0:
+            # Killed after two of three iterations, then started again: it resumes from
+            # the file.
+            try:
+                opt.optimize(
+                    state, key, objective, 3, mesh=mesh, checkpoint=ckpt, callback=crash_at(2)
+                )
+            except Crash:
+                out["saved_iterations"] = hx.checkpoint.read_header(ckpt)["extra"]["iteration"]
+            final, (params, results) = opt.optimize(
+                state, key, objective, 3, mesh=mesh, checkpoint=ckpt
+            )
+        else:
+            final, (params, results) = opt.optimize(state, key, objective, 3, mesh=mesh)
+    out["step_compilations"] = compiled[0]
     out["params"] = [
         {k: np.asarray(hx.sharding.to_host(v)).tolist() for k, v in p.items()} for p in params
     ]

@@ -180,3 +180,16 @@ def test_objectives_with_the_wrong_signature_are_refused():
         opt.optimize(state, key, objective, init_carry=start)  # no carry
     with pytest.raises(TypeError, match="init_carry"):
         opt.optimize(state, key, train, init_carry=3)
+
+
+def test_searches_vmap_over_seeds():
+    import equinox as eqx
+
+    state, opt = hx.SuccessiveHalving.init(SPACE, min_budget=1, max_budget=9, eta=3)
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    together = eqx.filter_jit(eqx.filter_vmap(lambda k: opt.optimize(state, k, objective)[0]))(keys)
+    for i, k in enumerate(keys):
+        alone, _ = opt.optimize(state, k, objective)
+        np.testing.assert_array_equal(together.configuration[i], alone.configuration)
+        np.testing.assert_allclose(together.X[i], alone.X, rtol=1e-6)
+        np.testing.assert_allclose(together.y[i], alone.y, rtol=1e-6)

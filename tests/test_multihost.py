@@ -76,6 +76,14 @@ def test_the_two_process_search_equals_the_one_process_search(runs):
     np.testing.assert_allclose(multi["host_X"], single["host_X"], atol=1e-5)
 
 
+def test_the_step_compiles_once(runs):
+    # The state is replicated over the mesh before every step (a fresh state, and the
+    # one read back from the checkpoint, are on one device), so the step sees the same
+    # shardings every iteration, resumed or not.
+    reports, _ = runs
+    assert [reports[i]["step_compilations"] for i in (0, 1, -1)] == [1, 1, 1]
+
+
 def test_each_process_resumes_from_its_checkpoint(runs):
     reports, out = runs
     for i in (0, 1):
