@@ -8,12 +8,13 @@ vmapped over) cannot be read and pass unchecked.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import jax
 import numpy as np
 
-__all__ = ["is_traced", "check_int", "check_real", "check_callable"]
+__all__ = ["is_traced", "check_int", "check_real", "check_callable", "check_positional"]
 
 
 def is_traced(x: Any) -> bool:
@@ -58,3 +59,22 @@ def check_callable(owner: str, name: str, value: Any, usage: str) -> None:
     """`value` is callable; `usage` shows how it will be called, e.g. `"fn(key, params)"`."""
     if not callable(value):
         raise TypeError(f"{owner}: `{name}` must be callable as {usage}, got {value!r}.")
+
+
+def check_positional(owner: str, name: str, func: Any, n: int, usage: str) -> None:
+    """`func` is callable with `n` positional arguments (when its signature can be read),
+    as `usage` shows."""
+    check_callable(owner, name, func, usage)
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    kinds = [p.kind for p in sig.parameters.values()]
+    positional = sum(
+        k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for k in kinds
+    )
+    if inspect.Parameter.VAR_POSITIONAL not in kinds and positional < n:
+        raise TypeError(
+            f"{owner}: `{name}` must be callable as {usage}; got a callable with signature {sig}."
+        )

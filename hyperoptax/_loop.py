@@ -8,7 +8,6 @@ a checkpoint after every iteration and a resume from it, and a progress bar.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from ._checks import check_callable
+from ._checks import check_callable, check_positional
 from .checkpoint import RunCheckpoint
 from .host import settle
 from .sharding import replicate, shard_batch, to_host
@@ -39,25 +38,13 @@ def check_callback(owner: str, callback: Callable | None) -> None:
         check_callable(owner, "callback", callback, CALLBACK_USAGE)
 
 
-def check_objective(func: Callable, state: OptimizerState, key: PRNGKeyArray) -> None:
+def check_objective(
+    func: Callable, state: OptimizerState, key: PRNGKeyArray, owner: str = "optimize"
+) -> None:
     """Fail early, with the expected signature, instead of deep inside a trace."""
-    if not callable(func):
-        raise TypeError(f"`func` must be callable as fn(key, params), got {func!r}.")
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is not None:
-        kinds = [p.kind for p in sig.parameters.values()]
-        positional = sum(
-            k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-            for k in kinds
-        )
-        if inspect.Parameter.VAR_POSITIONAL not in kinds and positional < 2:
-            raise TypeError(
-                f"`func` must take two positional arguments, fn(key, params) -> scalar, "
-                f"where `params` is one configuration; got a callable with signature {sig}."
-            )
+    check_positional(
+        owner, "func", func, 2, "fn(key, params) -> scalar (`params`: one configuration)"
+    )
     flat = flatten_space(state.space)
     params = jax.tree_util.tree_unflatten(
         flat.treedef, [jax.ShapeDtypeStruct((), dt) for dt in flat.dtypes]

@@ -160,7 +160,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
         run before a resume).
         """
         n_iterations = self._n_iterations(state, n_iterations)
-        check_objective(func, state, key)
+        check_objective(func, state, key, f"{type(self).__name__}.optimize")
         check_mesh(mesh, self.n_parallel, type(self).__name__)
 
         def step(state, k):
@@ -310,7 +310,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
         `optimize`; the returned histories keep that split along their batch axis.
         """
         n_iterations = self._n_iterations(state, n_iterations)
-        check_objective(func, state, key)
+        check_objective(func, state, key, f"{type(self).__name__}.optimize_scan")
         check_callback(type(self).__name__, callback)
         check_mesh(mesh, self.n_parallel, type(self).__name__)
         return scan(self, state, key, func, n_iterations, callback, mesh)

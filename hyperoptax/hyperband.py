@@ -16,7 +16,6 @@ Configurations are drawn uniformly at random from the space.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
-from ._checks import check_callable, check_int
+from ._checks import check_int, check_positional
 from ._dtypes import float_dtype
 from .base import OptimizerState
 from .spaces import flatten_space
@@ -190,10 +189,10 @@ class Hyperband(eqx.Module):
         """
         name = type(self).__name__
         if init_carry is None:
-            _check_positional(name, "objective", objective, 3, OBJECTIVE_USAGE)
+            check_positional(name, "objective", objective, 3, OBJECTIVE_USAGE)
         else:
-            _check_positional(name, "objective", objective, 4, CARRY_USAGE)
-            _check_positional(name, "init_carry", init_carry, 2, "init_carry(key, params) -> carry")
+            check_positional(name, "objective", objective, 4, CARRY_USAGE)
+            check_positional(name, "init_carry", init_carry, 2, "init_carry(key, params) -> carry")
         flat = flatten_space(state.space)
         params_hist, results_hist = [], []
         row, next_configuration = 0, 0
@@ -298,24 +297,6 @@ def _evaluate(objective, params, keys, budget) -> Array:
     """One rung: every configuration evaluated with `budget`, under `vmap`."""
     out = jax.vmap(objective, in_axes=(0, 0, None))(keys, params, budget)
     return jnp.asarray(out, float_dtype()).reshape(keys.shape[0])
-
-
-def _check_positional(owner: str, name: str, func: Any, n: int, usage: str) -> None:
-    """`func` is callable with `n` positional arguments, or a clear error."""
-    check_callable(owner, name, func, usage)
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
-        return
-    kinds = [p.kind for p in sig.parameters.values()]
-    positional = sum(
-        k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        for k in kinds
-    )
-    if inspect.Parameter.VAR_POSITIONAL not in kinds and positional < n:
-        raise TypeError(
-            f"{owner}: `{name}` must be callable as {usage}; got a callable with signature {sig}."
-        )
 
 
 @eqx.filter_jit
