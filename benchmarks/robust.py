@@ -2,7 +2,7 @@
 
     python benchmarks/robust.py run --half dev                 # every contestant, 10 seeds
     python benchmarks/robust.py run --half held-out --contestants random hx-recommended
-    python benchmarks/robust.py run --quick                    # smoke run: 3 problems, tiny budgets
+    python benchmarks/robust.py run --quick                    # smoke run: 2 problems, tiny budgets
     python benchmarks/robust.py report                         # tables (markdown) and plots
     python benchmarks/robust.py report --x64                   # the runs made with --x64
     python benchmarks/robust.py reference knn_digits           # a real task's reference value
@@ -67,7 +67,8 @@ PEERS = ["optuna-tpe", "optuna-gp"]
 # hyperoptax's recommended settings as an Optuna sampler (`HyperoptaxSampler`), on request.
 IN_OPTUNA = "hx-in-optuna"
 CONTESTANTS = ["random", "hx-defaults-p1", "hx-recommended", *PEERS]
-QUICK_PROBLEMS = ["branin", "hpo_cat8", "elasticnet_diabetes"]
+# A JAX objective and a host one (scikit-learn, through `optimize_host`): both runners.
+QUICK_PROBLEMS = ["branin", "elasticnet_diabetes"]
 QUICK_BUDGET = 6
 
 

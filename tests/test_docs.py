@@ -19,6 +19,7 @@ PAGES = [
     "docs/howto/host-objectives.md",
     "docs/howto/sharding.md",
     "docs/howto/look.md",
+    "docs/howto/multi-fidelity.md",
 ]
 
 
