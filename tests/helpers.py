@@ -3,6 +3,8 @@
 import contextlib
 import logging
 import math
+import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -89,3 +91,13 @@ def count_compilations(name):
     finally:
         jax.config.update("jax_log_compiles", False)
         logger.removeHandler(handler)
+
+
+def run_page_code(page, tmp_path, monkeypatch):
+    """Run a documentation page's ```python blocks, in order, as one program, in
+    `tmp_path` (checkpoints and files land there)."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```python\n(.*?)```", (root / page).read_text(), re.S)
+    assert blocks, f"{page} has no python code"
+    monkeypatch.chdir(tmp_path)
+    exec(compile("\n".join(blocks), page, "exec"), {"__name__": "__docs__"})
