@@ -258,13 +258,13 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         flat = flatten_space(state.space)
         # The compiled step returns one raw matrix; the pytree is built outside it.
         if n_slots == 0:
-            return flat.unflatten(_suggest(self, state, key))
+            return flat.unflatten(suggest_raw(self, state, key))
         rows = np.zeros((n_slots, flat.n_params))
         rows[: len(running)] = running
         valid = jnp.arange(n_slots) < len(running)
         # Padding rows sit at the centre of the cube (and are masked out).
         unit = jnp.where(valid[:, None], flat.to_unit(jnp.asarray(rows, state.X.dtype)), 0.5)
-        return flat.unflatten(_suggest(self, state, key, unit, valid))
+        return flat.unflatten(suggest_raw(self, state, key, unit, valid))
 
     @typecheck
     def update_state(  # type: ignore[override]  # `params` is required here (API reference)
@@ -478,14 +478,24 @@ def _update(
             state.mask.at[idx].set(True, mode="drop"),
         ),
     )
-    if search.n_hparam_steps == 0:
-        return state
-    z, _ = model_targets(state.y, state.mask, search.maximize)
-
     # The fresh starts of the fit cost twice what refining the last fit does, so after the
     # first 16 observations they run when the count passes a multiple of 8.
     n_new = jnp.sum(state.mask)
     fresh = (n_new <= _FRESH_EVERY * 2) | (n_new // _FRESH_EVERY != n_old // _FRESH_EVERY)
+    return fit_model(search, state, fresh)
+
+
+def fit_model(
+    search: BayesianSearch, state: BayesianSearchState, fresh=True
+) -> BayesianSearchState:
+    """`state` with its GP hyperparameters fitted to the observations where `mask` is set
+    (any subset of the rows), `search.n_hparam_steps` of Adam; unchanged with fewer than
+    two observations or `n_hparam_steps=0`. `fresh` (a traced bool is fine) adds the fresh
+    starts of `gp.fit_hyperparameters` to the refinement of the last fit."""
+    if search.n_hparam_steps == 0:
+        return state
+    flat = flatten_space(state.space)
+    z, _ = model_targets(state.y, state.mask, search.maximize)
 
     def refit():
         return gp.fit_hyperparameters(
@@ -517,7 +527,7 @@ def _predict(search: BayesianSearch, state: BayesianSearchState, X):
 
 
 @eqx.filter_jit
-def _suggest(
+def suggest_raw(
     search: BayesianSearch,
     state: BayesianSearchState,
     key: PRNGKeyArray,

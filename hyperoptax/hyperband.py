@@ -11,11 +11,15 @@ to hyperparameter optimization", JMLR 2018).
 
 Each rung's configurations are evaluated at once, `jax.vmap`ped over the population,
 one compiled program per population size (the budget is an argument, not a constant).
-Configurations are drawn uniformly at random from the space.
+Configurations are drawn uniformly at random from the space, or, with a `model`, mostly
+from a Bayesian search fitted to the results of the brackets before (as BOHB does with a
+density model: Falkner, Klein and Hutter, "BOHB: robust and efficient hyperparameter
+optimization at scale", ICML 2018).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -29,6 +33,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ._checks import check_int, check_positional
 from ._dtypes import float_dtype
 from .base import OptimizerState
+from .bayesian import BayesianSearch, fit_model, suggest_raw
 from .spaces import flatten_space
 
 __all__ = ["Rung", "HyperbandState", "Hyperband", "SuccessiveHalving"]
@@ -79,24 +84,46 @@ class Hyperband(eqx.Module):
     `min_budget=1, max_budget=81, eta=3` the brackets start 81, 34, 15, 8 and 5
     configurations on budgets 1, 3, 9, 27 and 81.
 
+    With a `model` (a `BayesianSearch`, for example
+    `hx.BayesianSearch(**hx.recommended())`), a bracket's first rung is drawn from it
+    once some budget has results for at least `n_params + 1` configurations (BOHB's
+    rule): its GP is fitted to the results of the largest such budget (fresh
+    hyperparameters each bracket) and suggests a Kriging Believer batch of all but
+    `random_fraction` of the rung; those stay uniformly random, so that a model misled
+    by cheap budgets cannot keep the search from the rest of the space. The model's
+    `n_parallel`, `n_warmup` and `maximize` are set by the bracket; its other settings
+    (kernel, acquisition, candidates, restarts) are used as they are. Which budget the
+    model is fitted to depends on the schedule only (failures count), so a search stays
+    one traceable program.
+
     Attributes:
         min_budget: the smallest budget a configuration is evaluated with (>= 1).
         max_budget: the full budget; `best_params` reports the best configuration
             evaluated with it.
         eta: the factor between rungs: each keeps the best `1/eta` (default 3).
         maximize: whether larger results are better (default True).
+        model: a `BayesianSearch` whose settings draw the brackets' configurations once
+            there are results to fit (default `None`: uniformly random).
+        random_fraction: the share of each model-drawn rung that is uniformly random
+            instead (default 1/3, BOHB's).
+        n_rounds: how many times the whole round of brackets runs (default 1); later
+            rounds are where a `model` has the most results to learn from.
     """
 
     min_budget: int = eqx.field(static=True)
     max_budget: int = eqx.field(static=True)
     eta: int = eqx.field(default=3, static=True)
     maximize: bool = eqx.field(default=True, static=True)
+    model: BayesianSearch | None = None
+    random_fraction: float = eqx.field(default=1 / 3, static=True)
+    n_rounds: int = eqx.field(default=1, static=True)
 
     def __check_init__(self):
         name = type(self).__name__
         check_int(name, "min_budget", self.min_budget, 1)
         check_int(name, "max_budget", self.max_budget, 1)
         check_int(name, "eta", self.eta, 2)
+        check_int(name, "n_rounds", self.n_rounds, 1)
         if self.max_budget < self.min_budget:
             raise ValueError(
                 f"{name}: `max_budget` ({self.max_budget}) must be at least `min_budget` "
@@ -104,6 +131,17 @@ class Hyperband(eqx.Module):
             )
         if not isinstance(self.maximize, bool):
             raise TypeError(f"{name}: `maximize` must be a bool, got {self.maximize!r}.")
+        if self.model is not None and not isinstance(self.model, BayesianSearch):
+            raise TypeError(
+                f"{name}: `model` must be a `BayesianSearch` (for example "
+                f"`hx.BayesianSearch(**hx.recommended())`) or None, got "
+                f"{type(self.model).__name__}."
+            )
+        fraction = self.random_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise TypeError(f"{name}: `random_fraction` must be a number, got {fraction!r}.")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"{name}: `random_fraction` must be in [0, 1], got {fraction}.")
 
     @classmethod
     def init(cls, space: PyTree, **kwargs: Any) -> tuple[HyperbandState, Hyperband]:
@@ -139,12 +177,33 @@ class Hyperband(eqx.Module):
         ]
 
     def brackets(self) -> list[list[Rung]]:
-        """The schedule: for each bracket in the order they run, its rungs."""
+        """The schedule: for each bracket in the order they run, its rungs (`n_rounds`
+        times the round of brackets)."""
+        return self._round() * self.n_rounds
+
+    def _round(self) -> list[list[Rung]]:
         s_max = self.s_max
         return [
             self._bracket(s, math.ceil((s_max + 1) * self.eta**s / (s + 1)))
             for s in range(s_max, -1, -1)
         ]
+
+    def model_budgets(self, n_params: int) -> list[int | None]:
+        """For each bracket, the budget whose results the `model` is fitted to before it
+        (`None`: drawn at random): the largest budget with at least `n_params + 1`
+        evaluations in the brackets before. Depends on the schedule only."""
+        done: dict[int, int] = {}
+        out: list[int | None] = []
+        for bracket in self.brackets():
+            enough = [b for b, n in done.items() if n >= n_params + 1]
+            out.append(max(enough) if enough else None)
+            for rung in bracket:
+                done[rung.budget] = done.get(rung.budget, 0) + rung.n_configurations
+        return out
+
+    def _n_model(self, n: int) -> int:
+        """How many of a first rung of `n` the model draws."""
+        return n - round(self.random_fraction * n)
 
     def total_budget(self, continued: bool = False) -> int:
         """The sum of the budgets the schedule spends: every evaluation from scratch, or
@@ -196,10 +255,19 @@ class Hyperband(eqx.Module):
         flat = flatten_space(state.space)
         params_hist, results_hist = [], []
         row, next_configuration = 0, 0
+        model_budgets = self.model_budgets(flat.n_params)
         for b, bracket in enumerate(self.brackets()):
             key, k_sample, k_init = jax.random.split(key, 3)
             n0 = bracket[0].n_configurations
             X = flat.from_unit(flat.sample_unit(k_sample, n0))
+            n_model = self._n_model(n0)
+            if self.model is not None and model_budgets[b] is not None and n_model:
+                key, k_model = jax.random.split(key)
+                model = dataclasses.replace(
+                    self.model, n_parallel=n_model, n_warmup=0, maximize=self.maximize
+                )
+                budget = jnp.asarray(model_budgets[b], jnp.int32)
+                X = jnp.concatenate([_model_draws(model, state, budget, k_model), X[n_model:]])
             ids = jnp.arange(next_configuration, next_configuration + n0, dtype=jnp.int32)
             next_configuration += n0
             carry = None
@@ -272,7 +340,8 @@ class SuccessiveHalving(Hyperband):
     budget `max_budget eta^-s_max` (about `min_budget`), each rung keeping the best
     `1/eta` and multiplying the budget by `eta`. With `n_configurations = n` it runs
     `s + 1` rungs, `s = min(s_max, floor(log_eta n))`, so that the last rung still has a
-    configuration and still runs at `max_budget`.
+    configuration and still runs at `max_budget`. With `n_rounds` the bracket runs
+    again, and a `model` draws the later rounds' configurations.
 
     Attributes:
         n_configurations: configurations in the first rung (default `eta**s_max`).
@@ -284,12 +353,25 @@ class SuccessiveHalving(Hyperband):
         if self.n_configurations is not None:
             check_int(type(self).__name__, "n_configurations", self.n_configurations, 1)
 
-    def brackets(self) -> list[list[Rung]]:
+    def _round(self) -> list[list[Rung]]:
         if self.n_configurations is None:
             return [self._bracket(self.s_max, self.eta**self.s_max)]
         n = self.n_configurations
         s = min(self.s_max, int(math.floor(math.log(n) / math.log(self.eta) + 1e-9)))
         return [self._bracket(s, n)]
+
+
+@eqx.filter_jit
+def _model_draws(model: BayesianSearch, state: HyperbandState, budget, key) -> Array:
+    """`model.n_parallel` raw configurations suggested by `model`'s GP fitted to the
+    results evaluated with `budget`."""
+    observed = model._init_state(state.space, state.X.shape[0])
+    observed = eqx.tree_at(
+        lambda s: (s.X, s.y, s.mask),
+        observed,
+        (state.X, state.y, state.mask & (state.budget == budget)),
+    )
+    return suggest_raw(model, fit_model(model, observed), key)
 
 
 @eqx.filter_jit

@@ -447,8 +447,14 @@ def test_float64_search_runs_in_float64(tmp_path):
         import jax.numpy as jnp
         import hyperoptax as hx
         from helpers import BRANIN_SPACE, branin
-        state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=8, maximize=False, n_parallel=2,
-                                            n_candidates=16, n_lbfgs_steps=2, n_hparam_steps=3)
+        # `recommended` reads the precision when called: the float64 settings.
+        kwargs = hx.recommended(n_parallel=2)
+        assert kwargs["n_warmup"] == 5 and kwargs["kernel"] == hx.Matern(nu=2.5), kwargs
+        small = dict(n_candidates=16, n_lbfgs_steps=2, n_hparam_steps=3, n_warmup=2)
+        state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=8, maximize=False,
+                                            **{**kwargs, **small})
+        for name, value in kwargs.items():
+            assert getattr(opt, name) == small.get(name, value), name
         state, (ph, rh) = opt.optimize(state, jax.random.PRNGKey(0), branin)
         assert state.X.dtype == jnp.float64 and state.y.dtype == jnp.float64, state.X.dtype
         assert state.log_length_scale.dtype == jnp.float64
@@ -556,43 +562,22 @@ def test_restarts_come_from_uniform_and_local_candidates():
     assert np.asarray(restart_indices(scores, 1)).tolist() == [9]
 
 
-@pytest.mark.parametrize("x64", [False, True])
-def test_recommended_settings_are_accepted_for_each_precision(x64):
-    # In a fresh process: the precision is global, and `recommended` reads it when called.
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent(
-        f"""
-        import jax
-        jax.config.update("jax_enable_x64", {x64})
-        import jax.numpy as jnp
-        import hyperoptax as hx
-        from helpers import BRANIN_SPACE, branin
-        kwargs = hx.recommended(n_parallel=1)
-        assert kwargs["n_parallel"] == 1 and "n_max" not in kwargs
-        # Ten random evaluations first, whatever the batch size.
-        assert kwargs["n_warmup"] == 10 and hx.recommended(n_parallel=4)["n_warmup"] == 3
-        state, opt = hx.BayesianSearch.init(BRANIN_SPACE, n_max=12, maximize=False,
-                                            **{{**kwargs, "n_candidates": 16, "n_lbfgs_steps": 2}})
-        for name, value in kwargs.items():
-            if name not in ("n_candidates", "n_lbfgs_steps"):
-                assert getattr(opt, name) == value, name
-        state, _ = opt.optimize(state, jax.random.PRNGKey(0), branin)
-        assert state.y.dtype == (jnp.float64 if {x64} else jnp.float32)
-        assert int(state.mask.sum()) == 12
-        print(sorted(kwargs))
-        """
+def test_recommended_settings_are_accepted_in_float32():
+    # (float64: `test_float64_search_runs_in_float64`, in its own process.) The settings
+    # of the recommended Branin run above, so its compiled programs serve this search.
+    kwargs = hx.recommended(n_parallel=1)
+    assert kwargs["n_parallel"] == 1 and "n_max" not in kwargs
+    # Ten random evaluations first, whatever the batch size.
+    assert kwargs["n_warmup"] == 10 and hx.recommended(n_parallel=4)["n_warmup"] == 3
+    assert kwargs["kernel"] == hx.Matern(nu=1.5) and isinstance(kwargs["acquisition"], hx.EI)
+    state, opt = hx.BayesianSearch.init(
+        BRANIN_SPACE, n_max=50, maximize=False, **{**kwargs, "n_candidates": 256}
     )
-    import os
-
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "acquisition" in out.stdout and "kernel" in out.stdout
+    for name, value in kwargs.items():
+        if name != "n_candidates":
+            assert getattr(opt, name) == value, name
+    state, _ = opt.optimize(state, KEY, branin, 12)
+    assert state.y.dtype == jnp.float32 and int(state.mask.sum()) == 12
 
 
 def _two_unit_parameters():

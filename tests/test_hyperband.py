@@ -1,5 +1,6 @@
 """Successive halving and Hyperband: the published schedule, promotion, budgets, failures."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,6 +68,9 @@ def test_successive_halving_is_the_most_aggressive_bracket():
         (dict(min_budget=1, max_budget=9, eta=1), ValueError),
         (dict(min_budget=1.5, max_budget=9), TypeError),
         (dict(min_budget=1, max_budget=9, maximize="yes"), TypeError),
+        (dict(min_budget=1, max_budget=9, model=hx.RandomSearch()), TypeError),
+        (dict(min_budget=1, max_budget=9, random_fraction=1.5), ValueError),
+        (dict(min_budget=1, max_budget=9, n_rounds=0), ValueError),
     ],
 )
 def test_bad_settings_are_refused(kwargs, error):
@@ -183,8 +187,6 @@ def test_objectives_with_the_wrong_signature_are_refused():
 
 
 def test_searches_vmap_over_seeds():
-    import equinox as eqx
-
     state, opt = hx.SuccessiveHalving.init(SPACE, min_budget=1, max_budget=9, eta=3)
     keys = jax.random.split(jax.random.PRNGKey(3), 3)
     together = eqx.filter_jit(eqx.filter_vmap(lambda k: opt.optimize(state, k, objective)[0]))(keys)
@@ -193,3 +195,87 @@ def test_searches_vmap_over_seeds():
         np.testing.assert_array_equal(together.configuration[i], alone.configuration)
         np.testing.assert_allclose(together.X[i], alone.X, rtol=1e-6)
         np.testing.assert_allclose(together.y[i], alone.y, rtol=1e-6)
+
+
+# Small settings for the model: these tests check what the brackets do with it.
+MODEL = hx.BayesianSearch(
+    **{**hx.recommended(), "n_candidates": 64, "n_restarts": 2, "n_lbfgs_steps": 5}
+)
+
+
+def test_rounds_repeat_the_schedule_and_the_model_fits_the_largest_budget_with_enough_results():
+    hb = hx.Hyperband(min_budget=1, max_budget=9, n_rounds=2, model=MODEL)
+    once = schedule(hx.Hyperband(min_budget=1, max_budget=9))
+    assert schedule(hb) == once + once == 2 * [[(9, 1), (3, 3), (1, 9)], [(5, 3), (1, 9)], [(3, 9)]]
+    assert hb.total_budget() == 2 * hx.Hyperband(min_budget=1, max_budget=9).total_budget()
+    # Two parameters: a budget needs 3 results. Before bracket 2: 9 at budget 1, 3 at
+    # budget 3, 1 at budget 9; before round 2: 5 at budget 9.
+    assert hb.model_budgets(2) == [None, 3, 3, 9, 9, 9]
+    assert hb.model_budgets(4) == [None, 1, 3, 9, 9, 9]
+    assert hb.model_budgets(20) == [None] * 6
+    # BOHB's share of random configurations: a third of each model-drawn rung.
+    assert [hb._n_model(n) for n in (9, 5, 3, 1)] == [6, 3, 2, 1]
+
+
+def test_without_model_draws_a_bracket_is_random_search():
+    # random_fraction=1: the model draws nothing, so the search is the random one.
+    state, plain = hx.Hyperband.init(SPACE, min_budget=1, max_budget=9, n_rounds=2)
+    _, allrandom = hx.Hyperband.init(
+        SPACE, min_budget=1, max_budget=9, n_rounds=2, model=MODEL, random_fraction=1.0
+    )
+    a, _ = plain.optimize(state, jax.random.PRNGKey(0), objective)
+    b, _ = allrandom.optimize(state, jax.random.PRNGKey(0), objective)
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.y, b.y)
+
+
+@pytest.fixture(scope="module")
+def model_run():
+    # One bracket, three rounds: every model-drawn rung has the same size (one program).
+    # A model that draws where its posterior mean is best (UCB with kappa 0, each pick
+    # believed at its mean), so that the test can see where the draws go.
+    greedy = eqx.tree_at(
+        lambda m: (m.acquisition, m.hallucination),
+        MODEL,
+        (hx.UCB(kappa=0.0), hx.MeanHallucination()),
+    )
+    state, opt = hx.SuccessiveHalving.init(
+        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=3, model=greedy
+    )
+    return [opt.optimize(state, jax.random.PRNGKey(seed), objective)[0] for seed in range(3)], opt
+
+
+def test_model_draws_go_where_the_results_are_good(model_run):
+    states, opt = model_run
+    assert opt.model_budgets(2) == [None, 3, 3]
+    n_model = opt._n_model(9)
+    model_gap, random_gap = [], []
+    for state in states:
+        x = np.asarray(state.X[:, 1])  # columns: sorted keys ("n", "x")
+        first = np.flatnonzero(np.asarray(state.rung) == 0)
+        assert len(first) == 27
+        # Round 1 is random; in rounds 2 and 3 the model draws the first `n_model`.
+        for start in (9, 18):
+            rows = first[start : start + 9]
+            model_gap += list(np.abs(x[rows[:n_model]] - 0.3))
+            random_gap += list(np.abs(x[rows[n_model:]] - 0.3))
+        # The model's draws are configurations of the space.
+        drawn = np.asarray(state.X)[first[9:]]
+        n = drawn[:, 0]
+        assert np.all((n >= 1) & (n <= 4) & (n == np.round(n)))
+        assert np.all((drawn[:, 1] >= 0.0) & (drawn[:, 1] <= 1.0))
+    # The best final value is at x = 0.3; uniform draws are 0.29 from it on average.
+    gaps = np.mean(model_gap), np.mean(random_gap)
+    assert gaps[0] < 0.15 and gaps[0] < gaps[1] / 2, gaps
+
+
+def test_model_based_search_is_traceable_over_seeds(model_run):
+    states, opt = model_run
+    state, _ = hx.SuccessiveHalving.init(
+        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=3, model=MODEL
+    )
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    shapes = eqx.filter_eval_shape(
+        eqx.filter_vmap(lambda k: opt.optimize(state, k, objective)[0]), keys
+    )
+    assert shapes.X.shape == (4, *states[0].X.shape) and shapes.y.shape == (4, 39)
