@@ -111,22 +111,42 @@ def _penalised(flat: FlatSpace, scores, Xq, X, m):
     return jnp.where(jnp.any(same, axis=1), -jnp.inf, scores)
 
 
+def _pinned(fixed, X):
+    """`X` with the columns where `fixed` is a number set to it (`fixed` NaN elsewhere)."""
+    return X if fixed is None else jnp.where(jnp.isnan(fixed), X, fixed)
+
+
 def _pick(
-    search: BayesianSearch, flat: FlatSpace, kernel, post, unit, y_best, X, m, x_best, key, use_gp
+    search: BayesianSearch,
+    flat: FlatSpace,
+    kernel,
+    post,
+    unit,
+    y_best,
+    X,
+    m,
+    x_best,
+    key,
+    use_gp,
+    fixed=None,
 ):
     """One point: the best of the candidates and of their L-BFGS refinements.
 
-    While `use_gp` is false it is the first (uniformly random) candidate instead.
+    While `use_gp` is false it is the first (uniformly random) candidate instead. Columns
+    where `fixed` is a number stay at that value (the score sees them pinned, so their
+    gradient is zero and the refinement leaves them).
     """
 
     def score(Xq):
-        return _score(search, kernel, post, unit, y_best, Xq)
+        return _score(search, kernel, post, unit, y_best, _pinned(fixed, Xq))
 
     cands = _snap(flat, candidates(key, x_best, search.n_candidates, flat.n_params))
+    cands = _pinned(fixed, cands)
     s_c = _penalised(flat, score(cands), cands, X, m)
     if search.n_restarts > 0 and search.n_lbfgs_steps > 0:
         starts = cands[restart_indices(s_c, search.n_restarts)]
         refined, s_r = gp.maximize_acquisition(score, starts, search.n_lbfgs_steps)
+        refined = _pinned(fixed, refined)
         if flat.integer.any():  # snapping moves the point: score it where it will be evaluated
             refined = _snap(flat, refined)
             s_r = _penalised(flat, score(refined), refined, X, m)
@@ -147,6 +167,7 @@ def believer_batch(
     use_gp,
     pending=None,
     pending_mask=None,
+    fixed=None,
 ) -> Array:
     """Kriging Believer: pick, hallucinate, refit, `n_parallel` times, as one scan.
 
@@ -157,7 +178,10 @@ def believer_batch(
     as the batch's own picks are, before the first pick; rows where `pending_mask` (`(p,)`,
     given with `pending`) is false are padding and ignored. Returns the batch on the unit
     cube, `(n_parallel, n_params)`. While `use_gp` is false (warm-up, or no finite result
-    yet) each pick is uniformly random instead: one code path, compiled once.
+    yet) each pick is uniformly random instead: one code path, compiled once. `fixed`
+    (`(n_params,)` on the unit cube, NaN for free columns, or `None`) pins columns: every
+    pick has those values there (a multi-fidelity model's budget column at the full
+    budget).
     """
     n_max, d, P = data.X.shape[0], flat.n_params, search.n_parallel
     n_pending = 0 if pending is None else pending.shape[0]
@@ -191,7 +215,18 @@ def believer_batch(
         k_cand, k_hall = jax.random.split(k)
         post, y_best = fit(data)
         x = _pick(
-            search, flat, kernel, post, unit, y_best, data.X, data.mask, x_best, k_cand, use_gp
+            search,
+            flat,
+            kernel,
+            post,
+            unit,
+            y_best,
+            data.X,
+            data.mask,
+            x_best,
+            k_cand,
+            use_gp,
+            fixed,
         )
         return believe(data, post, y_best, x, n_max + n_pending + j, k_hall), x
 

@@ -533,7 +533,10 @@ def suggest_raw(
     key: PRNGKeyArray,
     pending=None,
     pending_mask=None,
+    fixed=None,
 ) -> PyTree:
+    """The next batch as a raw `(n_parallel, n_params)` matrix (see `believer_batch` for
+    `pending`, `pending_mask` and `fixed`)."""
     flat = flatten_space(state.space)
     n_obs = jnp.sum(state.mask)
     n_finite = jnp.sum(state.mask & jnp.isfinite(state.y))
@@ -551,5 +554,6 @@ def suggest_raw(
         use_gp,
         pending,
         pending_mask,
+        fixed,
     )
     return flat.from_unit(batch)

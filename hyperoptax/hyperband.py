@@ -12,9 +12,10 @@ to hyperparameter optimization", JMLR 2018).
 Each rung's configurations are evaluated at once, `jax.vmap`ped over the population,
 one compiled program per population size (the budget is an argument, not a constant).
 Configurations are drawn uniformly at random from the space, or, with a `model`, mostly
-from a Bayesian search fitted to the results of the brackets before (as BOHB does with a
-density model: Falkner, Klein and Hutter, "BOHB: robust and efficient hyperparameter
-optimization at scale", ICML 2018).
+from a Bayesian search fitted to the results of the brackets before, the budget one of
+its inputs (in the spirit of BOHB, which fits a density model to one budget's results:
+Falkner, Klein and Hutter, "BOHB: robust and efficient hyperparameter optimization at
+scale", ICML 2018).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ._checks import check_int, check_positional
 from ._dtypes import float_dtype
 from .base import OptimizerState
 from .bayesian import BayesianSearch, fit_model, suggest_raw
-from .spaces import flatten_space
+from .spaces import LogSpace, flatten_space
 
 __all__ = ["Rung", "HyperbandState", "Hyperband", "SuccessiveHalving"]
 
@@ -86,15 +87,19 @@ class Hyperband(eqx.Module):
 
     With a `model` (a `BayesianSearch`, for example
     `hx.BayesianSearch(**hx.recommended())`), a bracket's first rung is drawn from it
-    once some budget has results for at least `n_params + 1` configurations (BOHB's
-    rule): its GP is fitted to the results of the largest such budget (fresh
-    hyperparameters each bracket) and suggests a Kriging Believer batch of all but
-    `random_fraction` of the rung; those stay uniformly random, so that a model misled
-    by cheap budgets cannot keep the search from the rest of the space. The model's
-    `n_parallel`, `n_warmup` and `maximize` are set by the bracket; its other settings
-    (kernel, acquisition, candidates, restarts) are used as they are. Which budget the
-    model is fitted to depends on the schedule only (failures count), so a search stays
-    one traceable program.
+    once the brackets before hold one evaluation more than it has inputs: its GP is fitted
+    to every result so far (fresh hyperparameters each bracket), with the budget as one
+    more input on a log scale, so that cheap results inform the model as far as they
+    agree with full-budget ones (the fitted length scale of the budget says how far),
+    and suggests a Kriging Believer batch at the full budget for all but
+    `random_fraction` of the rung; those stay uniformly random, so that a model misled by
+    cheap budgets cannot keep the search from the rest of the space. (BOHB, Falkner et
+    al. 2018, fits a density model to the largest budget with enough results instead:
+    `benchmarks/RESULTS.md`, "Multi-fidelity search at equal budget", compares both.)
+    The model's `n_parallel`, `n_warmup` and `maximize` are set by the bracket; its
+    other settings (kernel, acquisition, candidates, restarts) are used as they are.
+    Which brackets use the model depends on the schedule only (`model_brackets`), so a
+    search stays one traceable program.
 
     Attributes:
         min_budget: the smallest budget a configuration is evaluated with (>= 1).
@@ -188,17 +193,16 @@ class Hyperband(eqx.Module):
             for s in range(s_max, -1, -1)
         ]
 
-    def model_budgets(self, n_params: int) -> list[int | None]:
-        """For each bracket, the budget whose results the `model` is fitted to before it
-        (`None`: drawn at random): the largest budget with at least `n_params + 1`
-        evaluations in the brackets before. Depends on the schedule only."""
-        done: dict[int, int] = {}
-        out: list[int | None] = []
+    def model_brackets(self, n_params: int) -> list[bool]:
+        """For each bracket, whether a `model` draws its configurations: once the brackets
+        before it hold one evaluation more than the GP has inputs (`n_params + 2` with the
+        budget input, `n_params + 1` when `min_budget == max_budget`). Depends on the
+        schedule only."""
+        need = n_params + (2 if self.min_budget < self.max_budget else 1)
+        done, out = 0, []
         for bracket in self.brackets():
-            enough = [b for b, n in done.items() if n >= n_params + 1]
-            out.append(max(enough) if enough else None)
-            for rung in bracket:
-                done[rung.budget] = done.get(rung.budget, 0) + rung.n_configurations
+            out.append(done >= need)
+            done += sum(r.n_configurations for r in bracket)
         return out
 
     def _n_model(self, n: int) -> int:
@@ -255,19 +259,19 @@ class Hyperband(eqx.Module):
         flat = flatten_space(state.space)
         params_hist, results_hist = [], []
         row, next_configuration = 0, 0
-        model_budgets = self.model_budgets(flat.n_params)
+        model_brackets = self.model_brackets(flat.n_params)
         for b, bracket in enumerate(self.brackets()):
             key, k_sample, k_init = jax.random.split(key, 3)
             n0 = bracket[0].n_configurations
             X = flat.from_unit(flat.sample_unit(k_sample, n0))
             n_model = self._n_model(n0)
-            if self.model is not None and model_budgets[b] is not None and n_model:
+            if self.model is not None and model_brackets[b] and n_model:
                 key, k_model = jax.random.split(key)
                 model = dataclasses.replace(
                     self.model, n_parallel=n_model, n_warmup=0, maximize=self.maximize
                 )
-                budget = jnp.asarray(model_budgets[b], jnp.int32)
-                X = jnp.concatenate([_model_draws(model, state, budget, k_model), X[n_model:]])
+                drawn = _model_draws(model, state, self.min_budget, self.max_budget, k_model)
+                X = jnp.concatenate([drawn, X[n_model:]])
             ids = jnp.arange(next_configuration, next_configuration + n0, dtype=jnp.int32)
             next_configuration += n0
             carry = None
@@ -362,16 +366,26 @@ class SuccessiveHalving(Hyperband):
 
 
 @eqx.filter_jit
-def _model_draws(model: BayesianSearch, state: HyperbandState, budget, key) -> Array:
-    """`model.n_parallel` raw configurations suggested by `model`'s GP fitted to the
-    results evaluated with `budget`."""
-    observed = model._init_state(state.space, state.X.shape[0])
-    observed = eqx.tree_at(
-        lambda s: (s.X, s.y, s.mask),
-        observed,
-        (state.X, state.y, state.mask & (state.budget == budget)),
-    )
-    return suggest_raw(model, fit_model(model, observed), key)
+def _model_draws(
+    model: BayesianSearch, state: HyperbandState, min_budget: int, max_budget: int, key
+) -> Array:
+    """`model.n_parallel` raw configurations: `model`'s suggestions at the full budget,
+    its GP fitted to every result so far with the budget as one more input (log scale;
+    without it when every evaluation has the same budget)."""
+    n, d = state.X.shape
+    if min_budget == max_budget:
+        observed = model._init_state(state.space, n)
+        X, fixed = state.X, None
+    else:
+        observed = model._init_state(
+            (state.space, LogSpace(float(min_budget), float(max_budget))), n
+        )
+        X = jnp.concatenate([state.X, state.budget[:, None].astype(state.X.dtype)], axis=1)
+        # Empty rows at the smallest budget, where the logarithm is defined (masked out).
+        X = jnp.where(state.mask[:, None], X, X.at[:, d].set(min_budget))
+        fixed = jnp.full((d + 1,), jnp.nan, state.X.dtype).at[d].set(1.0)
+    observed = eqx.tree_at(lambda s: (s.X, s.y, s.mask), observed, (X, state.y, state.mask))
+    return suggest_raw(model, fit_model(model, observed), key, fixed=fixed)[:, :d]
 
 
 @eqx.filter_jit

@@ -97,3 +97,34 @@ def test_report_tables_from_runs(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows))
     text = report.table(report.load([path]))
     assert "| branin (50) | 2 [1.5, 2.5]" in text and "0.02 [0.015, 0.025]" in text
+
+
+def test_multifidelity_quick_run_spends_the_budget_and_reports_anytime_curves(tmp_path):
+    import jax.numpy as jnp
+    import multifidelity as mf
+
+    # The problems' optima: the full-budget objective at its minimiser.
+    lc = mf.PROBLEMS["lc_train"]
+    best = {"lr": 10**-2.5, "width": 256, "dropout": 0.3, "weight_decay": 1e-4}
+    p = {k: jnp.asarray(v) for k, v in best.items()}
+    assert abs(float(lc.f(p, 1.0)) - lc.optimum) < 1e-6
+    # Early in training a large learning rate leads (the misleading ranking), not at the end.
+    fast = {**p, "lr": jnp.asarray(0.3)}
+    assert float(lc.f(fast, 0.0)) < float(lc.f(p, 0.0)) and float(lc.f(fast, 1.0)) > 0.3
+    assert abs(float(mf._mf_branin({"x1": jnp.pi, "x2": 2.275}, 1.0)) - 5 / (4 * math.pi)) < 1e-6
+
+    out = tmp_path / "mf.jsonl"
+    argv = ["--quick", "--problems", "mf_branin", "--out", str(out), "--contestants"]
+    rows = mf.main(argv + ["random", "hyperband", "tpe-sh"])
+    problem = mf.PROBLEMS["mf_branin"]._replace(**mf.QUICK)
+    budget = mf.total_budget(problem)
+    for r in rows:
+        spent, best = np.asarray(r["spent"]), np.asarray(r["best"])
+        assert r["budget"] == budget and np.all(np.diff(spent) > 0) and np.all(best[1:] <= best[:-1])
+        assert abs(spent[-1] - budget) < problem.max_budget  # whole trainings only
+    # Hyperband with continued trainings spends exactly its schedule's continued budget.
+    hb = next(r for r in rows if r["contestant"] == "hyperband")
+    assert hb["spent"][-1] == budget
+    assert mf.regret_at(hb, 1.0) >= 0.0 and math.isinf(mf.regret_at(hb, 0.01))
+    text = mf.table(rows)
+    assert "| hyperband | 1 |" in text and "| tpe-sh | 1 |" in text

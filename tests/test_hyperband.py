@@ -203,16 +203,17 @@ MODEL = hx.BayesianSearch(
 )
 
 
-def test_rounds_repeat_the_schedule_and_the_model_fits_the_largest_budget_with_enough_results():
+def test_rounds_repeat_the_schedule_and_the_model_starts_once_there_are_enough_results():
     hb = hx.Hyperband(min_budget=1, max_budget=9, n_rounds=2, model=MODEL)
     once = schedule(hx.Hyperband(min_budget=1, max_budget=9))
     assert schedule(hb) == once + once == 2 * [[(9, 1), (3, 3), (1, 9)], [(5, 3), (1, 9)], [(3, 9)]]
     assert hb.total_budget() == 2 * hx.Hyperband(min_budget=1, max_budget=9).total_budget()
-    # Two parameters: a budget needs 3 results. Before bracket 2: 9 at budget 1, 3 at
-    # budget 3, 1 at budget 9; before round 2: 5 at budget 9.
-    assert hb.model_budgets(2) == [None, 3, 3, 9, 9, 9]
-    assert hb.model_budgets(4) == [None, 1, 3, 9, 9, 9]
-    assert hb.model_budgets(20) == [None] * 6
+    # The model has n_params + 1 inputs (the budget too) and needs one result more:
+    # the brackets hold 13, 6 and 3 evaluations.
+    assert hb.model_brackets(2) == [False] + [True] * 5
+    assert hb.model_brackets(11) == [False] + [True] * 5
+    assert hb.model_brackets(12) == [False, False] + [True] * 4
+    assert hb.model_brackets(20) == [False] * 3 + [True] * 3
     # BOHB's share of random configurations: a third of each model-drawn rung.
     assert [hb._n_model(n) for n in (9, 5, 3, 1)] == [6, 3, 2, 1]
 
@@ -247,7 +248,7 @@ def model_run():
 
 def test_model_draws_go_where_the_results_are_good(model_run):
     states, opt = model_run
-    assert opt.model_budgets(2) == [None, 3, 3]
+    assert opt.model_brackets(2) == [False, True, True]
     n_model = opt._n_model(9)
     model_gap, random_gap = [], []
     for state in states:
@@ -279,3 +280,15 @@ def test_model_based_search_is_traceable_over_seeds(model_run):
         eqx.filter_vmap(lambda k: opt.optimize(state, k, objective)[0]), keys
     )
     assert shapes.X.shape == (4, *states[0].X.shape) and shapes.y.shape == (4, 39)
+
+
+def test_a_model_with_a_single_budget_has_no_budget_input():
+    # min_budget == max_budget: plain rounds of full evaluations, the model drawing the
+    # later ones from every result (a budget input would be constant).
+    state, opt = hx.SuccessiveHalving.init(
+        SPACE, min_budget=3, max_budget=3, n_configurations=3, n_rounds=3, model=MODEL
+    )
+    assert schedule(opt) == [[(3, 3)]] * 3 and opt.model_brackets(2) == [False, True, True]
+    state, _ = opt.optimize(state, jax.random.PRNGKey(0), objective)
+    assert bool(state.mask.all()) and np.all(np.asarray(state.budget) == 3)
+    assert bool(jnp.all(jnp.isfinite(state.y))) and len(np.unique(np.asarray(state.X), axis=0)) == 9
