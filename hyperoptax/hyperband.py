@@ -96,8 +96,10 @@ class Hyperband(eqx.Module):
     cheap budgets cannot keep the search from the rest of the space. (BOHB, Falkner et
     al. 2018, fits a density model to the largest budget with enough results instead:
     `benchmarks/RESULTS.md`, "Multi-fidelity search at equal budget", compares both.)
-    The model's `n_parallel`, `n_warmup` and `maximize` are set by the bracket; its
-    other settings (kernel, acquisition, candidates, restarts) are used as they are.
+    The model's `n_parallel`, `n_warmup` and `maximize` are set by the search (one batch
+    of the largest model-drawn rung's size, so that the model compiles once; smaller
+    rungs take its first picks); its other settings (kernel, acquisition, candidates,
+    restarts) are used as they are.
     Which brackets use the model depends on the schedule only (`model_brackets`), so a
     search stays one traceable program.
 
@@ -260,6 +262,16 @@ class Hyperband(eqx.Module):
         params_hist, results_hist = [], []
         row, next_configuration = 0, 0
         model_brackets = self.model_brackets(flat.n_params)
+        # One batch size for every model-drawn rung (the largest; smaller rungs take the
+        # first picks of the sequential batch), so that the model compiles once.
+        n_draw = max(
+            (
+                self._n_model(br[0].n_configurations)
+                for br, m in zip(self.brackets(), model_brackets, strict=True)
+                if m
+            ),
+            default=0,
+        )
         for b, bracket in enumerate(self.brackets()):
             key, k_sample, k_init = jax.random.split(key, 3)
             n0 = bracket[0].n_configurations
@@ -268,10 +280,10 @@ class Hyperband(eqx.Module):
             if self.model is not None and model_brackets[b] and n_model:
                 key, k_model = jax.random.split(key)
                 model = dataclasses.replace(
-                    self.model, n_parallel=n_model, n_warmup=0, maximize=self.maximize
+                    self.model, n_parallel=n_draw, n_warmup=0, maximize=self.maximize
                 )
                 drawn = _model_draws(model, state, self.min_budget, self.max_budget, k_model)
-                X = jnp.concatenate([drawn, X[n_model:]])
+                X = jnp.concatenate([drawn[:n_model], X[n_model:]])
             ids = jnp.arange(next_configuration, next_configuration + n0, dtype=jnp.int32)
             next_configuration += n0
             carry = None

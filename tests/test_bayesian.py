@@ -163,6 +163,19 @@ def test_partial_updates_record_what_a_full_update_does(branin_opt, form):
             assert not np.array_equal(parts.log_length_scale, state.log_length_scale)
 
 
+def test_pinned_columns_keep_their_value_in_every_pick(branin_opt):
+    # What the multi-fidelity model uses to suggest at the full budget: a pinned column
+    # (on the unit cube) has its value in every pick, the free ones are searched.
+    from hyperoptax.bayesian import suggest_raw
+
+    state, opt = branin_opt
+    state, _ = opt.optimize(state, KEY, branin, 2)
+    fixed = jnp.array([jnp.nan, 0.25])
+    batch = np.asarray(suggest_raw(opt, state, KEY, fixed=fixed))
+    np.testing.assert_allclose(batch[:, 1], 0.0 + 15.0 * 0.25, rtol=1e-6)  # x2 in [0, 15]
+    assert len(np.unique(batch[:, 0])) == 3 and np.all((batch[:, 0] >= -5) & (batch[:, 0] <= 10))
+
+
 def test_pending_configurations_are_kept_away_from(branin_opt):
     state, opt = branin_opt
     state, _ = opt.optimize(state, KEY, branin, 2)
