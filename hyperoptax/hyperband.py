@@ -11,6 +11,8 @@ to hyperparameter optimization", JMLR 2018).
 
 Each rung's configurations are evaluated at once, `jax.vmap`ped over the population,
 one compiled program per population size (the budget is an argument, not a constant).
+Objectives outside JAX run with `optimize_host`: asynchronous successive halving, each
+configuration reporting as it trains and stopped when it falls behind its rung.
 Configurations are drawn uniformly at random from the space, or, with a `model`, mostly
 from a Bayesian search fitted to the results of the brackets before, the budget one of
 its inputs (in the spirit of BOHB, which fits a density model to one budget's results:
@@ -21,8 +23,12 @@ scale", ICML 2018).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import threading
+import warnings
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -35,11 +41,13 @@ from ._checks import check_int, check_positional
 from ._dtypes import float_dtype
 from .base import OptimizerState
 from .bayesian import BayesianSearch, fit_model, suggest_raw
-from .spaces import LogSpace, flatten_space
+from .host import check_on_error, settle
+from .spaces import LogSpace, flatten_space, to_configs
 
 __all__ = ["Rung", "HyperbandState", "Hyperband", "SuccessiveHalving"]
 
 OBJECTIVE_USAGE = "objective(key, params, budget) -> scalar"
+HOST_USAGE = "objective(config, report) with report(step, value) -> bool (True: stop)"
 CARRY_USAGE = "objective(key, params, budget, carry) -> (scalar, carry)"
 
 
@@ -323,6 +331,92 @@ class Hyperband(eqx.Module):
                         carry = jax.tree_util.tree_map(lambda c, k=keep: c[k], carry)
         return state, (params_hist, results_hist)
 
+    def optimize_host(
+        self,
+        state: HyperbandState,
+        key: PRNGKeyArray,
+        objective: Callable,
+        *,
+        executor: Executor | None = None,
+        n_configurations: int | None = None,
+        on_error: str = "record",
+    ) -> tuple[HyperbandState, list[PyTree]]:
+        """Asynchronous successive halving (ASHA) for objectives outside JAX.
+
+        `objective(config, report)` trains one configuration (plain Python values, as
+        `to_configs` gives them) and calls `report(step, value)` as it goes, `step` the
+        budget spent so far in your unit; `report` returns `True` when the configuration
+        should stop (its return value is then not used). A configuration is judged when
+        its steps first reach a rung's budget: it goes on if its value there is among the
+        best `1/eta` of the values that rung has recorded so far (the best one while
+        fewer than `eta` have), so nobody waits for a slow configuration (Li et al., "A
+        system for massively parallel hyperparameter tuning", MLSys 2020); at
+        `max_budget` it is done. Configurations run as the executor's workers free up
+        (`executor.submit`; threads, or anything that runs the objective in this process,
+        since `report` answers from here), each in its bracket of the schedule (the
+        brackets' first rungs in order, repeated); without `executor` one after another.
+
+        `n_configurations` (default: the schedule's, `sum` of the brackets' first rungs)
+        are drawn uniformly at random. An objective that raises has failed: NaN is
+        recorded at its next rung, with a warning (`on_error="raise"` re-raises instead,
+        and every other configuration is told to stop at its next report); a reported
+        value that is not a finite number is recorded as NaN and stops that
+        configuration. An objective that returns before it is stopped or reaches
+        `max_budget` is warned about.
+
+        Returns `(state, configs)`: a state recording every rung value in the order they
+        came (`budget` the rung's budget, `configuration` the index into `configs`),
+        and the configurations.
+        """
+        name = type(self).__name__
+        check_positional(name, "objective", objective, 2, HOST_USAGE)
+        check_on_error(on_error)
+        if self.model is not None:
+            raise NotImplementedError(
+                f"{name}.optimize_host draws its configurations at random; model-based "
+                f"brackets run with `optimize` (JAX objectives) for now."
+            )
+        if n_configurations is None:
+            n_configurations = sum(b[0].n_configurations for b in self.brackets())
+        check_int(name, "n_configurations", n_configurations, 1)
+        flat = flatten_space(state.space)
+        X = np.asarray(flat.from_unit(flat.sample_unit(key, n_configurations)))
+        configs = to_configs(flat.unflatten(jnp.asarray(X)), state.space)
+        cycle = [b for b, br in enumerate(self.brackets()) for _ in range(br[0].n_configurations)]
+        ladder = _Ladder(self, [cycle[j % len(cycle)] for j in range(n_configurations)])
+
+        def run(j):
+            return objective(configs[j], functools.partial(ladder.report, j))
+
+        calls: list[Callable[[], Any]]
+        if executor is None:
+            calls = [functools.partial(run, j) for j in range(n_configurations)]
+        else:
+            futures = [executor.submit(run, j) for j in range(n_configurations)]
+            calls = [f.result for f in futures]
+        try:
+            for j, call in enumerate(calls):
+                # The return value is not used: NaN here means the objective raised
+                # (re-raised with on_error="raise").
+                settled = settle(configs[j], lambda c=call: (c(), 0.0)[1], on_error)
+                ladder.finish(j, failed=math.isnan(settled))
+        except BaseException:
+            ladder.abort()
+            raise
+        rows = ladder.rows
+        dtype = float_dtype()
+        out = HyperbandState(
+            state.space,
+            jnp.asarray(X[[r[0] for r in rows]].reshape(len(rows), flat.n_params), dtype),
+            jnp.asarray([r[3] for r in rows], dtype),
+            jnp.asarray([r[2] for r in rows], jnp.int32),
+            jnp.asarray([r[0] for r in rows], jnp.int32),
+            jnp.asarray([ladder.bracket[r[0]] for r in rows], jnp.int32),
+            jnp.asarray([r[1] for r in rows], jnp.int32),
+            jnp.ones((len(rows),), bool),
+        )
+        return out, configs
+
     def _best_row(self, state: HyperbandState) -> int:
         y = np.asarray(state.y)
         ok = np.asarray(state.mask) & np.isfinite(y)
@@ -375,6 +469,73 @@ class SuccessiveHalving(Hyperband):
         n = self.n_configurations
         s = min(self.s_max, int(math.floor(math.log(n) / math.log(self.eta) + 1e-9)))
         return [self._bracket(s, n)]
+
+
+class _Ladder:
+    """ASHA's bookkeeping for `optimize_host`, shared by the worker threads."""
+
+    def __init__(self, opt: Hyperband, bracket: list[int]):
+        self.opt, self.bracket = opt, bracket
+        self.budgets = [[r.budget for r in br] for br in opt.brackets()]
+        self.values: dict[tuple[int, int], list[float]] = {}  # (bracket, rung) -> values
+        self.next_rung = [0] * len(bracket)
+        self.stopped = [False] * len(bracket)
+        self.rows: list[tuple[int, int, int, float]] = []  # configuration, rung, budget, value
+        self.lock = threading.Lock()
+        self.aborted = False
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.opt.maximize else a < b
+
+    def _record(self, j: int, value: float) -> bool:
+        """Record `value` at configuration `j`'s next rung; whether it goes on."""
+        b, k = self.bracket[j], self.next_rung[j]
+        self.rows.append((j, k, self.budgets[b][k], value))
+        rung = self.values.setdefault((b, k), [])
+        rung.append(value)
+        self.next_rung[j] = k + 1
+        if not math.isfinite(value) or k + 1 == len(self.budgets[b]):
+            return False
+        finite = [v for v in rung if math.isfinite(v)]
+        ahead = sum(self._better(v, value) for v in finite)
+        return ahead < max(1, len(rung) // self.opt.eta)
+
+    def report(self, j: int, step, value) -> bool:
+        """`report(step, value)` for configuration `j`: `True` when it should stop."""
+        with self.lock:
+            if self.aborted or self.stopped[j]:
+                return True
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                value = math.nan
+            budgets = self.budgets[self.bracket[j]]
+            while self.next_rung[j] < len(budgets) and step >= budgets[self.next_rung[j]]:
+                if not self._record(j, value):
+                    self.stopped[j] = True
+                    return True
+            return False
+
+    def finish(self, j: int, failed: bool) -> None:
+        """Configuration `j`'s objective returned (or raised, `failed`)."""
+        with self.lock:
+            if self.stopped[j]:
+                return
+            self.stopped[j] = True
+            if failed:
+                self._record(j, math.nan)
+                return
+        warnings.warn(
+            f"hyperoptax: the objective returned for configuration {j} before it reached "
+            f"max_budget={self.opt.max_budget} or was stopped; report(step, value) at every "
+            f"rung's budget (its last rung recorded: {self.next_rung[j]}).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def abort(self) -> None:
+        with self.lock:
+            self.aborted = True  # every later report says stop
 
 
 @eqx.filter_jit

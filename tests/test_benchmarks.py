@@ -120,7 +120,9 @@ def test_multifidelity_quick_run_spends_the_budget_and_reports_anytime_curves(tm
     budget = mf.total_budget(problem)
     for r in rows:
         spent, best = np.asarray(r["spent"]), np.asarray(r["best"])
-        assert r["budget"] == budget and np.all(np.diff(spent) > 0) and np.all(best[1:] <= best[:-1])
+        assert (
+            r["budget"] == budget and np.all(np.diff(spent) > 0) and np.all(best[1:] <= best[:-1])
+        )
         assert abs(spent[-1] - budget) < problem.max_budget  # whole trainings only
     # Hyperband with continued trainings spends exactly its schedule's continued budget.
     hb = next(r for r in rows if r["contestant"] == "hyperband")

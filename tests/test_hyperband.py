@@ -1,5 +1,7 @@
 """Successive halving and Hyperband: the published schedule, promotion, budgets, failures."""
 
+import time
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -292,3 +294,99 @@ def test_a_model_with_a_single_budget_has_no_budget_input():
     state, _ = opt.optimize(state, jax.random.PRNGKey(0), objective)
     assert bool(state.mask.all()) and np.all(np.asarray(state.budget) == 3)
     assert bool(jnp.all(jnp.isfinite(state.y))) and len(np.unique(np.asarray(state.X), axis=0)) == 9
+
+
+# Asynchronous successive halving on the host (optimize_host).
+
+
+def curve(config, step):
+    # Smaller is better; more steps bring each configuration towards (x - 0.3)^2.
+    return (config["x"] - 0.3) ** 2 + 0.1 * config["n"] + 1.0 / step
+
+
+def test_asha_promotes_without_waiting_for_stragglers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    def objective(config, report):
+        slow = config["x"] > 0.85  # stragglers: 0.25 s a step
+        for step in range(1, 10):
+            time.sleep(0.25 if slow else 0.005)
+            if report(step, curve(config, step)):
+                return
+
+    state, opt = hx.SuccessiveHalving.init(SPACE, min_budget=1, max_budget=9, maximize=False)
+    with ThreadPoolExecutor(3) as pool:
+        out, configs = opt.optimize_host(state, jax.random.PRNGKey(0), objective, executor=pool)
+    slow = [j for j, c in enumerate(configs) if c["x"] > 0.85]
+    assert len(configs) == 9 and slow, [c["x"] for c in configs]
+    order = [(int(c), int(r)) for c, r in zip(out.configuration, out.rung, strict=True)]
+    # A configuration finished its full budget before any straggler reported its first rung.
+    first_full = next(i for i, (_, r) in enumerate(order) if r == 2)
+    first_slow = min(order.index((j, 0)) for j in slow)
+    assert first_full < first_slow, order
+    assert int(out.budget[first_full]) == 9 and float(opt.best_result(out)) == pytest.approx(
+        min(float(y) for y, b in zip(out.y, out.budget, strict=True) if b == 9)
+    )
+
+
+def test_asha_stops_configurations_and_promotes_only_the_best_of_a_rung():
+    answers = {}
+
+    def stubborn(config, report):  # keeps training whatever it is told
+        for step in range(1, 28):
+            answers.setdefault(config["x"], []).append(report(step, curve(config, step)))
+
+    state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=27, maximize=False)
+    out, configs = opt.optimize_host(state, jax.random.PRNGKey(1), stubborn)
+    assert len(configs) == sum(b[0].n_configurations for b in opt.brackets())
+    rows = list(
+        zip(
+            *(np.asarray(a) for a in (out.configuration, out.bracket, out.rung, out.y)), strict=True
+        )
+    )
+    seen = {}
+    for i, (j, b, k, y) in enumerate(rows):
+        budgets = [r.budget for r in opt.brackets()[b]]
+        assert int(out.budget[i]) == budgets[k] and seen.get(j, -1) == k - 1  # rung by rung
+        seen[j] = k
+        if any(jj == j and kk == k + 1 for jj, _, kk, _ in rows[i + 1 :]):
+            # Promoted: among the best 1/eta of its rung so far (the best while < eta).
+            rung = [yy for jj, bb, kk, yy in rows[: i + 1] if bb == b and kk == k]
+            assert sum(v < y for v in rung) < max(1, len(rung) // 3), (rung, y)
+    for j, config in enumerate(configs):
+        said = answers[config["x"]]
+        # Once told to stop, always told to stop; no rung recorded after that.
+        assert said == sorted(said) and said[-1]
+        budgets = [
+            r.budget for r in opt.brackets()[int(out.bracket[list(out.configuration).index(j)])]
+        ]
+        assert said.index(True) + 1 == budgets[seen[j]]
+
+
+def test_asha_failures_are_recorded_and_early_returns_warned():
+    def flaky(config, report):
+        for step in range(1, 10):
+            if config["x"] > 0.7 and step == 2:
+                raise RuntimeError("diverged")
+            if report(step, curve(config, step)):
+                return
+
+    state, opt = hx.SuccessiveHalving.init(SPACE, min_budget=1, max_budget=9, maximize=False)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        out, configs = opt.optimize_host(state, jax.random.PRNGKey(0), flaky)
+    failed = {j for j, c in enumerate(configs) if c["x"] > 0.7}
+    assert failed
+    for j, k, y in zip(out.configuration, out.rung, out.y, strict=True):
+        if int(j) in failed and int(k) > 0:
+            assert np.isnan(float(y))  # NaN at the rung it did not reach, then no more
+    with pytest.raises(RuntimeError, match="diverged"):
+        opt.optimize_host(state, jax.random.PRNGKey(0), flaky, on_error="raise")
+    with pytest.warns(RuntimeWarning, match="before it reached max_budget"):
+        opt.optimize_host(
+            state, jax.random.PRNGKey(0), lambda config, report: None, n_configurations=2
+        )
+    with pytest.raises(TypeError, match="report"):
+        opt.optimize_host(state, jax.random.PRNGKey(0), lambda config: 0.0)
+    with_model = hx.SuccessiveHalving(min_budget=1, max_budget=9, model=MODEL)
+    with pytest.raises(NotImplementedError, match="optimize"):
+        with_model.optimize_host(state, jax.random.PRNGKey(0), flaky)
