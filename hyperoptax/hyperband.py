@@ -28,7 +28,7 @@ import math
 import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -375,6 +375,12 @@ class Hyperband(eqx.Module):
             raise NotImplementedError(
                 f"{name}.optimize_host draws its configurations at random; model-based "
                 f"brackets run with `optimize` (JAX objectives) for now."
+            )
+        if isinstance(executor, ProcessPoolExecutor):
+            raise TypeError(
+                f"{name}.optimize_host: `report` answers from this process, so the "
+                f"objective must run in it: use a thread pool (the objective may start a "
+                f"process or a remote job itself), not a ProcessPoolExecutor."
             )
         if n_configurations is None:
             n_configurations = sum(b[0].n_configurations for b in self.brackets())

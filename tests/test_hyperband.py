@@ -387,6 +387,10 @@ def test_asha_failures_are_recorded_and_early_returns_warned():
         )
     with pytest.raises(TypeError, match="report"):
         opt.optimize_host(state, jax.random.PRNGKey(0), lambda config: 0.0)
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1) as pool, pytest.raises(TypeError, match="thread pool"):
+        opt.optimize_host(state, jax.random.PRNGKey(0), flaky, executor=pool)
     with_model = hx.SuccessiveHalving(min_budget=1, max_budget=9, model=MODEL)
     with pytest.raises(NotImplementedError, match="optimize"):
         with_model.optimize_host(state, jax.random.PRNGKey(0), flaky)
