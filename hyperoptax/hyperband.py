@@ -404,7 +404,7 @@ class Hyperband(eqx.Module):
             for j, call in enumerate(calls):
                 # The return value is not used: NaN here means the objective raised
                 # (re-raised with on_error="raise").
-                settled = settle(configs[j], lambda c=call: (c(), 0.0)[1], on_error)
+                settled = settle(configs[j], functools.partial(_ignore_result, call), on_error)
                 ladder.finish(j, failed=math.isnan(settled))
         except BaseException:
             ladder.abort()
@@ -475,6 +475,11 @@ class SuccessiveHalving(Hyperband):
         n = self.n_configurations
         s = min(self.s_max, int(math.floor(math.log(n) / math.log(self.eta) + 1e-9)))
         return [self._bracket(s, n)]
+
+
+def _ignore_result(call: Callable[[], Any]) -> float:
+    call()
+    return 0.0
 
 
 class _Ladder:
