@@ -28,6 +28,9 @@ its training continues, as Optuna's pruned trials do):
   Bayesian search with `hx.recommended()`);
 - `hyperband`, `bohb`: `hx.Hyperband` with random configurations / with `model =
   hx.BayesianSearch(**hx.recommended())`;
+- `asha`: `hx.Hyperband.optimize_host` (asynchronous successive halving, random
+  configurations, each reporting after every unit of budget), run one configuration
+  after another until the budget is spent;
 - `tpe-hyperband`, `tpe-sh`: Optuna's `TPESampler` with its `HyperbandPruner` /
   `SuccessiveHalvingPruner` (`min_resource` = min_budget, `reduction_factor` = eta),
   every trial reporting its loss after each unit of budget until it is pruned or
@@ -45,6 +48,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -61,7 +65,7 @@ from robust import provenance  # noqa: E402
 from suite import _H6_A, _H6_P, _H_ALPHA  # noqa: E402
 
 OUT = HERE / "out" / "multifidelity.jsonl"
-CONTESTANTS = ["random", "bo", "hyperband", "bohb", "tpe-hyperband", "tpe-sh"]
+CONTESTANTS = ["random", "bo", "hyperband", "bohb", "asha", "tpe-hyperband", "tpe-sh"]
 # Rows of other code kept in the tables: BOHB's rule (the model fitted to the largest
 # budget with n_params + 1 results, without a budget input), commit 3635b36.
 EXTRA = ["bohb-largest"]
@@ -216,6 +220,40 @@ def run_hyperband(contestant, problem: MFProblem, seed):
     return _curve(costs, np.asarray(state.y), budget == problem.max_budget)
 
 
+def run_asha(problem: MFProblem, seed):
+    """`Hyperband.optimize_host` (asynchronous successive halving), one configuration
+    after another, each reporting after every unit of budget, until the budget is spent."""
+    f = jax.jit(problem.f)
+    B = total_budget(problem)
+    costs, values, full = [], [], []
+
+    def objective(config, report):
+        params = {k: jnp.asarray(v) for k, v in config.items()}
+        for step in range(problem.min_budget, problem.max_budget + 1):
+            if sum(costs) >= B:
+                return
+            value = float(f(params, _fidelity(problem, step)))
+            costs.append(1)
+            values.append(value)
+            full.append(step == problem.max_budget)
+            if report(step, value):
+                return
+
+    state, opt = hx.Hyperband.init(
+        problem.space,
+        min_budget=problem.min_budget,
+        max_budget=problem.max_budget,
+        eta=ETA,
+        maximize=False,
+        n_rounds=problem.n_rounds,
+    )
+    with warnings.catch_warnings():  # the configurations cut off at the end of the budget
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # More configurations than the budget can train: the budget ends the run.
+        opt.optimize_host(state, jax.random.PRNGKey(seed), objective, n_configurations=B)
+    return _curve(costs, np.asarray(values), np.asarray(full))
+
+
 def run_optuna(contestant, problem: MFProblem, seed):
     import optuna
 
@@ -272,6 +310,8 @@ def run(contestant, name, seed, problem=None):
         spent, best = run_full_budget(contestant, problem, seed)
     elif contestant in ("hyperband", "bohb"):
         spent, best = run_hyperband(contestant, problem, seed)
+    elif contestant == "asha":
+        spent, best = run_asha(problem, seed)
     else:
         spent, best = run_optuna(contestant, problem, seed)
     return dict(

@@ -126,6 +126,10 @@ def test_two_processes_share_one_storage(tmp_path):
     study = optuna.load_study(study_name="shared", storage=storage)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 16
-    assert len({(t.params["x"], t.params["k"]) for t in trials}) == 16
+    # No check that the 16 configurations are distinct: a trial is pending for the other
+    # process only once its parameters are in the storage, so two suggestions computed at
+    # the same moment cannot see each other and may coincide (this happened: the corner
+    # x=0, k=9 twice). Keeping away from running trials is tested in one process, with
+    # the timing fixed (test_running_trials_are_pending).
     assert study.best_value < 0.01  # found together: the optimum is 0 at x=0.3, k=4
     assert study.best_value == min(objective(optuna.trial.FixedTrial(t.params)) for t in trials)
