@@ -114,7 +114,7 @@ def test_hyperparameter_fit_never_ends_below_its_start():
     data = gp.Dataset(X, y, jnp.ones(40, bool))
     for p0 in jax.tree.map(lambda a: jnp.array(a, jnp.float32), starts):  # one weak type
         before = density(KERNEL, p0, data, 1e-6)
-        for steps in (1, 5, 20):
+        for steps in (1, 20):
             fitted = fit(KERNEL, p0, data, 1e-6, steps)
             after = density(KERNEL, fitted, data, 1e-6)
             assert float(after) <= float(before), (steps, float(before), float(after))
