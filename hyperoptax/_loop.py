@@ -132,7 +132,7 @@ def host_loop(
     keys: Any = jax.random.split(key, n_iterations) if n_iterations else []
     if progress is None:
         progress = n_iterations >= progress_from and sys.stderr.isatty()
-    bar = _Progress(optimizer, progress, n_iterations, start, results_hist)
+    bar = Progress(optimizer, progress, n_iterations, start, results_hist)
     try:
         for i in range(start, n_iterations):
             if stopped:
@@ -191,7 +191,7 @@ def async_host_loop(
     tell_keys: Any = jax.random.split(k_tell, n_total) if n_total else []
     if progress is None:
         progress = sys.stderr.isatty()
-    bar = _Progress(optimizer, progress, n_total, len(results_hist), results_hist)
+    bar = Progress(optimizer, progress, n_total, len(results_hist), results_hist)
     # Each running evaluation's raw row, its params (a batch of one) and configuration.
     running: dict[Future, tuple[np.ndarray, Any, Any]] = {}
 
@@ -233,7 +233,7 @@ def async_host_loop(
     return state, (params_hist, results_hist)
 
 
-class _Progress:
+class Progress:
     """A tqdm bar with the iteration count and the best finite result so far."""
 
     def __init__(self, optimizer, enabled: bool, total: int, initial: int, results_hist: list):
@@ -251,29 +251,32 @@ class _Progress:
             )
             self._postfix()
 
-    def _see(self, results):
+    def _see(self, results, best: bool = True):
         r = to_host(results).astype(np.float64)
         self.failed += int(np.sum(~np.isfinite(r)))
         r = r[np.isfinite(r)]
-        if r.size:
+        if r.size and best:
             self.lo, self.hi = min(self.lo, r.min()), max(self.hi, r.max())
 
-    def _postfix(self):
-        info = {}
+    def _postfix(self, extra: dict[str, str] | None = None):
+        assert self.bar is not None
+        info = dict(extra or {})
         if np.isfinite(self.hi):
             if self.maximize is None:  # the search does not know the direction
-                info = dict(min=f"{self.lo:.6g}", max=f"{self.hi:.6g}")
+                info.update(min=f"{self.lo:.6g}", max=f"{self.hi:.6g}")
             else:
-                info = dict(best=f"{self.hi if self.maximize else self.lo:.6g}")
+                info["best"] = f"{self.hi if self.maximize else self.lo:.6g}"
         if self.failed:
             info["failed"] = str(self.failed)
         if info:
             self.bar.set_postfix(info)
 
-    def update(self, results):
+    def update(self, results, info: dict[str, str] | None = None, best: bool = True):
+        """One iteration done: its `results` (failures counted; towards the best unless
+        `best` is false), with `info` shown before the best."""
         if self.bar is not None:
-            self._see(results)
-            self._postfix()
+            self._see(results, best)
+            self._postfix(info)
             self.bar.update(1)
 
     def close(self):

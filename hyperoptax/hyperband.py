@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -37,8 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
-from ._checks import check_int, check_positional
+from ._checks import check_int, check_positional, is_traced
 from ._dtypes import float_dtype
+from ._loop import Progress, check_callback
 from .base import OptimizerState
 from .bayesian import BayesianSearch, fit_model, suggest_raw
 from .host import check_on_error, settle
@@ -238,6 +240,8 @@ class Hyperband(eqx.Module):
         objective: Callable,
         *,
         init_carry: Callable | None = None,
+        callback: Callable | None = None,
+        progress: bool | None = None,
     ) -> tuple[HyperbandState, tuple[list[PyTree], list[Array]]]:
         """Run every bracket. `objective(key, params, budget)` gets one configuration
         (each leaf a scalar) and an int32 budget, and returns a scalar.
@@ -256,10 +260,35 @@ class Hyperband(eqx.Module):
         results are promoted, failures (NaN or inf) last: a failed configuration goes on
         only when fewer configurations than the next rung holds succeeded.
 
+        `callback(rung, state, params, results)` is called on the host after every rung
+        (`rung` counts the rungs run, from 0; `params` and `results` are the rung's); a
+        truthy return value stops the search there. `progress` shows a bar of rungs with
+        the bracket and rung running and the best full-budget result so far: `None`
+        (default) when stderr is a terminal, `True` always, `False` never.
+
         Every step is a JAX operation, so a whole search can be traced:
         `eqx.filter_vmap(lambda k: opt.optimize(state, k, objective)[0])(keys)` runs one
-        search per key in one program.
+        search per key in one program (without `callback` or `progress`, which read
+        values on the host).
         """
+        name = type(self).__name__
+        check_callback(name, callback)
+        traced = is_traced(key) or any(is_traced(x) for x in jax.tree_util.tree_leaves(state))
+        if traced and (callback is not None or progress):
+            raise ValueError(
+                f"{name}.optimize: `callback` and `progress` read results on the host, which "
+                f"a traced search (under jit or vmap) cannot; run without them there."
+            )
+        if progress is None:
+            progress = not traced and sys.stderr.isatty()
+        n_rungs = sum(len(br) for br in self.brackets())
+        bar = Progress(self, bool(progress), n_rungs, 0, [])
+        try:
+            return self._run(state, key, objective, init_carry, callback, bar)
+        finally:
+            bar.close()
+
+    def _run(self, state, key, objective, init_carry, callback, bar):
         name = type(self).__name__
         if init_carry is None:
             check_positional(name, "objective", objective, 3, OBJECTIVE_USAGE)
@@ -324,6 +353,17 @@ class Hyperband(eqx.Module):
                 row += n
                 params_hist.append(params)
                 results_hist.append(results)
+                full = rung.budget == self.max_budget  # the best shown is a full-budget one
+                bar.update(
+                    results,
+                    best=full,
+                    info={
+                        "bracket": f"{b + 1}/{len(self.brackets())}",
+                        "rung": f"{i + 1}/{len(bracket)}",
+                    },
+                )
+                if callback is not None and callback(len(results_hist) - 1, state, params, results):
+                    return state, (params_hist, results_hist)
                 if i + 1 < len(bracket):
                     keep = _promote(results, bracket[i + 1].n_configurations, self.maximize)
                     X, ids = X[keep], ids[keep]

@@ -394,3 +394,30 @@ def test_asha_failures_are_recorded_and_early_returns_warned():
     with_model = hx.SuccessiveHalving(min_budget=1, max_budget=9, model=MODEL)
     with pytest.raises(NotImplementedError, match="optimize"):
         with_model.optimize_host(state, jax.random.PRNGKey(0), flaky)
+
+
+def test_callback_sees_every_rung_and_can_stop_the_search(capsys):
+    seen = []
+
+    def callback(rung, state, params, results):
+        seen.append((rung, int(state.mask.sum()), len(results), len(params["x"])))
+        return rung == 2  # stop after the first bracket
+
+    state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=9)
+    out, (_, results_hist) = opt.optimize(
+        state, jax.random.PRNGKey(0), objective, callback=callback, progress=True
+    )
+    sizes = [r.n_configurations for bracket in opt.brackets() for r in bracket]
+    assert seen == [(i, sum(sizes[: i + 1]), sizes[i], sizes[i]) for i in range(3)]
+    assert int(out.mask.sum()) == sum(sizes[:3]) and len(results_hist) == 3
+    # The bar counts rungs and shows where the search is and its best full-budget result.
+    err = capsys.readouterr().err
+    assert "3/6" in err and "bracket=1/3" in err and "rung=3/3" in err, err
+    assert f"best={float(out.y[sum(sizes[:3]) - 1]):.6g}" in err, err
+    # A traced search cannot call back to the host.
+    with pytest.raises(ValueError, match="traced"):
+        eqx.filter_eval_shape(
+            lambda k: opt.optimize(state, k, objective, callback=callback)[0], jax.random.PRNGKey(0)
+        )
+    with pytest.raises(TypeError, match="callback"):
+        opt.optimize(state, jax.random.PRNGKey(0), objective, callback=3)
