@@ -398,11 +398,13 @@ def test_acquisitions_measure_against_the_best_the_model_believes(branin_opt):
 def test_optimize_scan_vmaps_over_seeds(branin_opt):
     state, opt = branin_opt
     keys = jax.random.split(KEY, 3)
-    final, (ph, rh) = eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin, 2))(keys)
-    assert rh.shape == (3, 2, 3) and ph["x1"].shape == (3, 2, 3)
+    # The program of the next test but one (the same function), compiled once for both.
+    run = eqx.filter_jit(eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin)))
+    final, (ph, rh) = run(keys)
+    assert rh.shape == (3, 4, 3) and ph["x1"].shape == (3, 4, 3)
     assert final.y.shape == (3, 12)
     assert not np.allclose(rh[0], rh[1])
-    single, (_, r0) = opt.optimize_scan(state, keys[0], branin, 2)
+    single, (_, r0) = opt.optimize_scan(state, keys[0], branin)
     # Same search; float32 batching changes rounding in the L-BFGS refinement only.
     np.testing.assert_allclose(rh[0], r0, rtol=1e-3)
 
@@ -555,10 +557,10 @@ def test_default_pi_explores_instead_of_creeping():
 
 def test_default_iterations_inside_jit_and_vmap(branin_opt):
     state, opt = branin_opt
-    keys = jax.random.split(KEY, 2)
+    keys = jax.random.split(KEY, 3)
     # The state is a constant of the traced function: its fill level is still known.
-    run = eqx.filter_jit(eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin)[1][1]))
-    assert run(keys).shape == (2, 4, 3)
+    run = eqx.filter_jit(eqx.filter_vmap(lambda k: opt.optimize_scan(state, k, branin)))
+    assert run(keys)[1][1].shape == (3, 4, 3)
     # A traced state has no readable fill level: a clear error, not a trace error.
     with pytest.raises(ValueError, match="n_iterations"):
         eqx.filter_jit(lambda s: opt.optimize_scan(s, KEY, branin))(state)
