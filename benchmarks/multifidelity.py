@@ -199,9 +199,9 @@ def run_full_budget(contestant, problem: MFProblem, seed):
     return _curve(np.full(n, problem.max_budget), y, np.ones(n, bool))
 
 
-def run_hyperband(contestant, problem: MFProblem, seed):
-    model = hx.BayesianSearch(**hx.recommended()) if contestant != "hyperband" else None
-    state, opt = hx.Hyperband.init(
+def _hyperband(problem: MFProblem, model=None):
+    """`(state, optimizer)` of the problem's Hyperband schedule (minimising)."""
+    return hx.Hyperband.init(
         problem.space,
         min_budget=problem.min_budget,
         max_budget=problem.max_budget,
@@ -210,6 +210,11 @@ def run_hyperband(contestant, problem: MFProblem, seed):
         model=model,
         n_rounds=problem.n_rounds,
     )
+
+
+def run_hyperband(contestant, problem: MFProblem, seed):
+    model = hx.BayesianSearch(**hx.recommended()) if contestant != "hyperband" else None
+    state, opt = _hyperband(problem, model)
     state, _ = opt.optimize(state, jax.random.PRNGKey(seed), _objectives(problem)[1])
     budget, config = np.asarray(state.budget), np.asarray(state.configuration)
     reached: dict[int, int] = {}
@@ -230,7 +235,7 @@ def run_asha(problem: MFProblem, seed):
     def objective(config, report):
         params = {k: jnp.asarray(v) for k, v in config.items()}
         for step in range(problem.min_budget, problem.max_budget + 1):
-            if sum(costs) >= B:
+            if len(costs) >= B:  # every step costs one unit
                 return
             value = float(f(params, _fidelity(problem, step)))
             costs.append(1)
@@ -239,14 +244,7 @@ def run_asha(problem: MFProblem, seed):
             if report(step, value):
                 return
 
-    state, opt = hx.Hyperband.init(
-        problem.space,
-        min_budget=problem.min_budget,
-        max_budget=problem.max_budget,
-        eta=ETA,
-        maximize=False,
-        n_rounds=problem.n_rounds,
-    )
+    state, opt = _hyperband(problem)
     with warnings.catch_warnings():  # the configurations cut off at the end of the budget
         warnings.simplefilter("ignore", RuntimeWarning)
         # More configurations than the budget can train: the budget ends the run.
