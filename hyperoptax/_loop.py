@@ -242,7 +242,7 @@ class Progress:
         self.lo, self.hi = np.inf, -np.inf
         self.failed = 0
         for r in results_hist:
-            self._see(r)
+            self.see(r)
         if enabled:
             from tqdm.auto import tqdm
 
@@ -251,7 +251,9 @@ class Progress:
             )
             self._postfix()
 
-    def _see(self, results, best: bool = True):
+    def see(self, results, best: bool = True):
+        """Count `results` (failures; towards the best unless `best` is false) without
+        moving the bar: iterations a resumed run did before."""
         r = to_host(results).astype(np.float64)
         self.failed += int(np.sum(~np.isfinite(r)))
         r = r[np.isfinite(r)]
@@ -275,7 +277,7 @@ class Progress:
         """One iteration done: its `results` (failures counted; towards the best unless
         `best` is false), with `info` shown before the best."""
         if self.bar is not None:
-            self._see(results, best)
+            self.see(results, best)
             self._postfix(info)
             self.bar.update(1)
 

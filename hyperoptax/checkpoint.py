@@ -25,8 +25,9 @@ import os
 import re
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import equinox as eqx
 import jax
@@ -38,7 +39,9 @@ from .sharding import to_host
 from .spaces import CategoricalSpace, Space, flatten_space
 
 if TYPE_CHECKING:
-    from .base import Optimizer, OptimizerState
+    from .base import OptimizerState
+
+S = TypeVar("S", bound="OptimizerState")
 
 __all__ = ["save_state", "load_state", "read_header"]
 
@@ -79,7 +82,7 @@ def _describe_space(space: PyTree) -> str:
     )
 
 
-def _optimizer_fingerprint(optimizer: Optimizer | None) -> str | None:
+def _optimizer_fingerprint(optimizer: eqx.Module | None) -> str | None:
     """The optimizer's class, static configuration and array-valued settings, as text."""
     if optimizer is None:
         return None
@@ -108,7 +111,7 @@ def _configuration(x: Any) -> Any:
     return repr(x)
 
 
-def _header(state: OptimizerState, optimizer: Optimizer | None, extra: dict | None) -> dict:
+def _header(state: OptimizerState, optimizer: eqx.Module | None, extra: dict | None) -> dict:
     return {
         "format": _FORMAT,
         "state": type(state).__name__,
@@ -303,15 +306,18 @@ def _check_compatible(path, header: dict, expected: dict) -> None:
 def _read_checked(
     path,
     like: OptimizerState,
-    optimizer: Optimizer | None,
+    optimizer: eqx.Module | None,
     data: bytes | None = None,
     check: bool = True,
-) -> tuple[dict, Any, Any]:
+    arrays_like: Callable[[int], PyTree] | None = None,
+) -> tuple[dict, Any, Any, Any]:
     """Read `path` (or `data`, called `path` in errors) and check it was made for this
-    search: `(header, state, history)`.
+    search: `(header, state, history, arrays)`.
 
     `like` gives the state's structure; `history` is `None` for a saved state. With
     `check` false only the arrays' shapes and dtypes are compared (`rebuild_search`).
+    `arrays` are the extra arrays a running search saved (`RunCheckpoint.save(...,
+    arrays=)`), read with the structure `arrays_like(iteration)` gives; else `None`.
     """
     header, payload = _split(Path(path).read_bytes() if data is None else data, path)
     expected = _header(like, optimizer, None)
@@ -319,17 +325,32 @@ def _read_checked(
         _check_compatible(path, header, expected)
     elif header["arrays"] != expected["arrays"]:
         raise ValueError(f"{path}: the search rebuilt from its header does not fit its arrays.")
-    described = header.get("extra", {}).get("history")
+    extra = header.get("extra", {})
+    described = extra.get("history")
     history = None if described is None else _history_like(described, like)
+    arrays = None
+    if extra.get("more_arrays") is not None:
+        if arrays_like is None:
+            raise ValueError(f"{path} holds arrays that this call does not expect.")
+        arrays = jax.tree_util.tree_map(
+            lambda x: np.zeros(x.shape, x.dtype), arrays_like(extra["iteration"])
+        )
+        if _describe_arrays(arrays) != extra["more_arrays"]:
+            raise ValueError(
+                f"{path}: the saved training states have shapes and dtypes "
+                f"{extra['more_arrays']}, but this run's have {_describe_arrays(arrays)}."
+            )
     try:
-        state, history = eqx.tree_deserialise_leaves(io.BytesIO(payload), (like, history))
+        state, history, arrays = eqx.tree_deserialise_leaves(
+            io.BytesIO(payload), (like, history, arrays)
+        )
     except Exception as e:  # a payload that does not fit (format 1 files have no digest)
         raise ValueError(f"{path}: the checkpoint data cannot be read ({e}).") from None
-    return header, state, history
+    return header, state, history, arrays
 
 
 def save_state(
-    path: str | os.PathLike, state: OptimizerState, optimizer: Optimizer | None = None
+    path: str | os.PathLike, state: OptimizerState, optimizer: eqx.Module | None = None
 ) -> None:
     """Save a search state to `path`, atomically.
 
@@ -339,13 +360,13 @@ def save_state(
     _write_atomic(Path(path), _header(state, optimizer, None), state)
 
 
-def state_bytes(state: OptimizerState, optimizer: Optimizer | None = None) -> bytes:
+def state_bytes(state: OptimizerState, optimizer: eqx.Module | None = None) -> bytes:
     """What `save_state` writes, as bytes (for a file that holds more than the state)."""
     return _encode(_header(state, optimizer, None), state)
 
 
 def load_state(
-    path: str | os.PathLike, like: OptimizerState, optimizer: Optimizer | None = None
+    path: str | os.PathLike, like: OptimizerState, optimizer: eqx.Module | None = None
 ) -> OptimizerState:
     """Load a state saved by `save_state` (or by a checkpointed `optimize`).
 
@@ -421,7 +442,7 @@ def rebuild_search(path: str | os.PathLike) -> tuple[Any, Any, Any]:
         like = maker._init_state(space, n_max=header["arrays"][0][0][0])
     else:
         like = maker._init_state(space)
-    _, state, history = _read_checked(path, like, None, check=False)
+    _, state, history, _ = _read_checked(path, like, None, check=False)
     return state, optimizer, history
 
 
@@ -464,7 +485,7 @@ class RunCheckpoint:
     def __init__(
         self,
         path: str | os.PathLike,
-        optimizer: Optimizer,
+        optimizer: eqx.Module,
         state: OptimizerState,
         key,
         n_iterations: int,
@@ -477,20 +498,28 @@ class RunCheckpoint:
         self.n_iterations = n_iterations
         self.mode = mode
         self.start = state_digest(state)
+        self.arrays: PyTree = None
 
-    def resume(self, state: OptimizerState) -> tuple[OptimizerState, list, list, int, bool, dict]:
+    def resume(
+        self, state: S, arrays_like: Callable[[int], PyTree] | None = None
+    ) -> tuple[S, list, list, int, bool, dict]:
         """`(state, params_hist, results_hist, iterations_done, stopped, extra)`: from the
         file when it exists, else the fresh start; `extra` holds what `save` was given
-        beyond the history.
+        beyond the history. Arrays saved with `save(..., arrays=)` are in `self.arrays`
+        afterwards (`None` if none), read with the structure `arrays_like(iterations_done)`
+        gives (shapes and dtypes, for example from `jax.eval_shape`).
 
         Refuses a checkpoint of another search, of the same search called with another
         key or number of iterations, or started from another state (for example one
         warm-started with other observations).
         """
+        self.arrays = None
         if not os.path.exists(self.path):
             return state, [], [], 0, False, {}
         path = self.path
-        header, state, history = _read_checked(path, state, self.optimizer)
+        header, state, history, self.arrays = _read_checked(
+            path, state, self.optimizer, arrays_like=arrays_like
+        )
         extra = header["extra"]
         if history is None:
             raise ValueError(f"{path} holds a saved state, not a running search's checkpoint.")
@@ -509,11 +538,12 @@ class RunCheckpoint:
                 f"started from to resume it, or another checkpoint path to start a new search."
             )
         params, results = history
-        done = extra["iteration"]
+        n = len(results)  # the history saved: every iteration done, or none
         params_hist = [
-            jax.tree_util.tree_map(lambda a, i=i: jnp.asarray(a[i]), params) for i in range(done)
+            jax.tree_util.tree_map(lambda a, i=i: jnp.asarray(a[i]), params) for i in range(n)
         ]
-        results_hist = [jnp.asarray(results[i]) for i in range(done)]
+        results_hist = [jnp.asarray(results[i]) for i in range(n)]
+        done = extra["iteration"]
         return state, params_hist, results_hist, done, extra["stopped"], extra.get("more", {})
 
     def save(
@@ -522,10 +552,17 @@ class RunCheckpoint:
         params_hist: list,
         results_hist: list,
         stopped: bool,
+        *,
+        iteration: int | None = None,
+        arrays: PyTree = None,
         **more: Any,
     ) -> None:
-        """Save the run: state, loop position, history, how it started, and `more` (JSON
-        values, returned by `resume`)."""
+        """Save the run: state, loop position, history, how it started, `arrays` (any
+        pytree of arrays, in `self.arrays` after `resume`) and `more` (JSON values,
+        returned by `resume`). The loop position is `iteration`, by default the
+        history's length (a search whose history can be rebuilt from its state saves
+        none)."""
+        arrays = jax.tree_util.tree_map(to_host, arrays)
         if params_hist:
             history = (
                 jax.tree_util.tree_map(
@@ -540,7 +577,7 @@ class RunCheckpoint:
                 [np.zeros((0, 1), dt) for dt in flat.dtypes] + [np.zeros((0, 1), np.float32)],
             )
         extra = {
-            "iteration": len(results_hist),
+            "iteration": len(results_hist) if iteration is None else iteration,
             "n_iterations": self.n_iterations,
             "key": self.key,
             "start": self.start,
@@ -548,5 +585,8 @@ class RunCheckpoint:
             "mode": self.mode,
             "more": more,
             "history": _describe_arrays(history),
+            "more_arrays": None if arrays is None else _describe_arrays(arrays),
         }
-        _write_atomic(Path(self.path), _header(state, self.optimizer, extra), (state, history))
+        _write_atomic(
+            Path(self.path), _header(state, self.optimizer, extra), (state, history, arrays)
+        )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import sys
 import threading
 import warnings
@@ -36,6 +37,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ._checks import check_int, check_positional, is_traced
@@ -43,7 +45,9 @@ from ._dtypes import float_dtype
 from ._loop import Progress, check_callback
 from .base import OptimizerState
 from .bayesian import BayesianSearch, fit_model, suggest_raw
+from .checkpoint import RunCheckpoint
 from .host import check_on_error, settle
+from .sharding import check_mesh, pad_to_mesh
 from .spaces import LogSpace, flatten_space, to_configs
 
 __all__ = ["Rung", "HyperbandState", "Hyperband", "SuccessiveHalving"]
@@ -241,7 +245,9 @@ class Hyperband(eqx.Module):
         *,
         init_carry: Callable | None = None,
         callback: Callable | None = None,
+        checkpoint: str | os.PathLike | None = None,
         progress: bool | None = None,
+        mesh: Mesh | None = None,
     ) -> tuple[HyperbandState, tuple[list[PyTree], list[Array]]]:
         """Run every bracket. `objective(key, params, budget)` gets one configuration
         (each leaf a scalar) and an int32 budget, and returns a scalar.
@@ -266,38 +272,70 @@ class Hyperband(eqx.Module):
         the bracket and rung running and the best full-budget result so far: `None`
         (default) when stderr is a terminal, `True` always, `False` never.
 
+        `checkpoint` (a file path) saves the search after every rung: the state, where
+        the schedule stands and, with `init_carry`, the training states of the rung just
+        run. Called again with the same arguments after a crash, `optimize` resumes from
+        the file: the rungs already run are not evaluated again (their results are read
+        from the state) and the search ends bit for bit as an uninterrupted one; a
+        finished or stopped search returns at once. A checkpoint of another search,
+        key, state or `init_carry` choice is refused.
+
+        `mesh` (a `jax.sharding.Mesh`) splits each rung's population over the mesh's
+        devices (all its axes), each device training its share; a population that does
+        not divide evenly is padded with copies of its last configuration, whose results
+        are dropped.
+
         Every step is a JAX operation, so a whole search can be traced:
         `eqx.filter_vmap(lambda k: opt.optimize(state, k, objective)[0])(keys)` runs one
-        search per key in one program (without `callback` or `progress`, which read
-        values on the host).
+        search per key in one program (without `callback`, `checkpoint` or `progress`,
+        which work on the host).
         """
         name = type(self).__name__
         check_callback(name, callback)
-        traced = is_traced(key) or any(is_traced(x) for x in jax.tree_util.tree_leaves(state))
-        if traced and (callback is not None or progress):
-            raise ValueError(
-                f"{name}.optimize: `callback` and `progress` read results on the host, which "
-                f"a traced search (under jit or vmap) cannot; run without them there."
-            )
-        if progress is None:
-            progress = not traced and sys.stderr.isatty()
-        n_rungs = sum(len(br) for br in self.brackets())
-        bar = Progress(self, bool(progress), n_rungs, 0, [])
-        try:
-            return self._run(state, key, objective, init_carry, callback, bar)
-        finally:
-            bar.close()
-
-    def _run(self, state, key, objective, init_carry, callback, bar):
-        name = type(self).__name__
+        check_mesh(mesh, None, name)
         if init_carry is None:
             check_positional(name, "objective", objective, 3, OBJECTIVE_USAGE)
         else:
             check_positional(name, "objective", objective, 4, CARRY_USAGE)
             check_positional(name, "init_carry", init_carry, 2, "init_carry(key, params) -> carry")
+        traced = is_traced(key) or any(is_traced(x) for x in jax.tree_util.tree_leaves(state))
+        if traced and (callback is not None or progress or checkpoint is not None):
+            raise ValueError(
+                f"{name}.optimize: `callback`, `checkpoint` and `progress` work with results "
+                f"on the host, which a traced search (under jit or vmap) cannot; run without "
+                f"them there."
+            )
+        if progress is None:
+            progress = not traced and sys.stderr.isatty()
+        schedule = self.brackets()
+        n_rungs = sum(len(br) for br in schedule)
+        run, done, stopped = None, 0, False
+        if checkpoint is not None:
+            run = RunCheckpoint(checkpoint, self, state, key, n_rungs, mode="rungs")
+            like = functools.partial(_carry_like, self, state, key, objective, init_carry)
+            state, _, _, done, stopped, more = run.resume(state, arrays_like=like)
+            if done and more.get("continued") != (init_carry is not None):
+                with_or_without = "with" if more.get("continued") else "without"
+                raise ValueError(
+                    f"{checkpoint} is the checkpoint of a run {with_or_without} `init_carry`; "
+                    f"resume it the same way, or pass another checkpoint path to start a new "
+                    f"search."
+                )
+        bar = Progress(self, bool(progress), n_rungs, done, [])
+        try:
+            return self._run(
+                state, key, objective, init_carry, callback, bar, run, done, stopped, mesh
+            )
+        finally:
+            bar.close()
+
+    def _run(self, state, key, objective, init_carry, callback, bar, run, done, stopped, mesh):
+        """The schedule's rungs in order; the first `done` replayed from `state` (a resumed
+        checkpoint): every key is split as in the first run, nothing is evaluated, and the
+        last replayed rung's training states come from `run.arrays`."""
         flat = flatten_space(state.space)
         params_hist, results_hist = [], []
-        row, next_configuration = 0, 0
+        row, next_configuration, r = 0, 0, 0
         model_brackets = self.model_brackets(flat.n_params)
         # One batch size for every model-drawn rung (the largest; smaller rungs take the
         # first picks of the sequential batch), so that the model compiles once.
@@ -309,34 +347,57 @@ class Hyperband(eqx.Module):
             ),
             default=0,
         )
-        for b, bracket in enumerate(self.brackets()):
+        schedule = self.brackets()
+        for b, bracket in enumerate(schedule):
             key, k_sample, k_init = jax.random.split(key, 3)
             n0 = bracket[0].n_configurations
-            X = flat.from_unit(flat.sample_unit(k_sample, n0))
             n_model = self._n_model(n0)
-            if self.model is not None and model_brackets[b] and n_model:
+            drawn_by_model = self.model is not None and model_brackets[b] and n_model
+            if drawn_by_model:
                 key, k_model = jax.random.split(key)
-                model = dataclasses.replace(
-                    self.model, n_parallel=n_draw, n_warmup=0, maximize=self.maximize
-                )
-                drawn = _model_draws(model, state, self.min_budget, self.max_budget, k_model)
-                X = jnp.concatenate([drawn[:n_model], X[n_model:]])
+            if r < done:  # replayed: the configurations the first run drew
+                X = state.X[row : row + n0]
+            else:
+                X = flat.from_unit(flat.sample_unit(k_sample, n0))
+                if drawn_by_model:
+                    model = dataclasses.replace(
+                        self.model, n_parallel=n_draw, n_warmup=0, maximize=self.maximize
+                    )
+                    drawn = _model_draws(model, state, self.min_budget, self.max_budget, k_model)
+                    X = jnp.concatenate([drawn[:n_model], X[n_model:]])
             ids = jnp.arange(next_configuration, next_configuration + n0, dtype=jnp.int32)
             next_configuration += n0
             carry = None
-            if init_carry is not None:
-                carry = _init(init_carry, flat.unflatten(X), jax.random.split(k_init, n0))
+            if init_carry is not None and r >= done:
+                carry = _init(init_carry, flat.unflatten(X), jax.random.split(k_init, n0), mesh)
             for i, rung in enumerate(bracket):
                 key, k_eval = jax.random.split(key)
                 params = flat.unflatten(X)
-                keys = jax.random.split(k_eval, len(X))
-                budget = jnp.asarray(rung.budget, jnp.int32)
-                if carry is None:
-                    results = _evaluate(objective, params, keys, budget)
-                else:
-                    results, carry = _continue(objective, params, keys, budget, carry)
                 n = len(X)
                 sl = slice(row, row + n)
+                last_in_bracket = i + 1 == len(bracket)
+                if r < done:
+                    results = state.y[sl]
+                    if r == done - 1 and init_carry is not None and not last_in_bracket:
+                        carry = jax.tree_util.tree_map(jnp.asarray, run.arrays)
+                    bar.see(results, best=rung.budget == self.max_budget)
+                    params_hist.append(params)
+                    results_hist.append(results)
+                    row, r = row + n, r + 1
+                    if r == done and stopped:
+                        return state, (params_hist, results_hist)
+                    if not last_in_bracket:
+                        keep = _promote(results, bracket[i + 1].n_configurations, self.maximize)
+                        X, ids = X[keep], ids[keep]
+                        if carry is not None:
+                            carry = jax.tree_util.tree_map(lambda c, k=keep: c[k], carry)
+                    continue
+                keys = jax.random.split(k_eval, n)
+                budget = jnp.asarray(rung.budget, jnp.int32)
+                if carry is None:
+                    results = _evaluate(objective, params, keys, budget, mesh)
+                else:
+                    results, carry = _continue(objective, params, keys, budget, carry, mesh)
                 state = eqx.tree_at(
                     lambda s: (s.X, s.y, s.budget, s.configuration, s.bracket, s.rung, s.mask),
                     state,
@@ -350,21 +411,30 @@ class Hyperband(eqx.Module):
                         state.mask.at[sl].set(True),
                     ),
                 )
-                row += n
+                row, r = row + n, r + 1
                 params_hist.append(params)
                 results_hist.append(results)
                 full = rung.budget == self.max_budget  # the best shown is a full-budget one
                 bar.update(
                     results,
                     best=full,
-                    info={
-                        "bracket": f"{b + 1}/{len(self.brackets())}",
-                        "rung": f"{i + 1}/{len(bracket)}",
-                    },
+                    info={"bracket": f"{b + 1}/{len(schedule)}", "rung": f"{i + 1}/{len(bracket)}"},
                 )
-                if callback is not None and callback(len(results_hist) - 1, state, params, results):
+                if callback is not None:
+                    stopped = bool(callback(r - 1, state, params, results))
+                if run is not None:
+                    run.save(
+                        state,
+                        [],
+                        [],
+                        stopped,
+                        iteration=r,
+                        arrays=None if last_in_bracket else carry,
+                        continued=init_carry is not None,
+                    )
+                if stopped:
                     return state, (params_hist, results_hist)
-                if i + 1 < len(bracket):
+                if not last_in_bracket:
                     keep = _promote(results, bracket[i + 1].n_configurations, self.maximize)
                     X, ids = X[keep], ids[keep]
                     if carry is not None:
@@ -612,24 +682,51 @@ def _model_draws(
     return suggest_raw(model, fit_model(model, observed), key, fixed=fixed)[:, :d]
 
 
+def _take(tree: PyTree, n: int) -> PyTree:
+    return jax.tree_util.tree_map(lambda x: x[:n], tree)
+
+
 @eqx.filter_jit
-def _evaluate(objective, params, keys, budget) -> Array:
-    """One rung: every configuration evaluated with `budget`, under `vmap`."""
+def _evaluate(objective, params, keys, budget, mesh=None) -> Array:
+    """One rung: every configuration evaluated with `budget`, under `vmap` (split over
+    `mesh`'s devices when given)."""
+    n = keys.shape[0]
+    params, keys = pad_to_mesh((params, keys), mesh)
     out = jax.vmap(objective, in_axes=(0, 0, None))(keys, params, budget)
-    return jnp.asarray(out, float_dtype()).reshape(keys.shape[0])
+    return jnp.asarray(out, float_dtype()).reshape(keys.shape[0])[:n]
 
 
 @eqx.filter_jit
-def _init(init_carry, params, keys):
+def _init(init_carry, params, keys, mesh=None):
     """Every configuration's training state before its first rung."""
-    return jax.vmap(init_carry)(keys, params)
+    n = keys.shape[0]
+    return _take(jax.vmap(init_carry)(*pad_to_mesh((keys, params), mesh)), n)
 
 
 @eqx.filter_jit
-def _continue(objective, params, keys, budget, carry):
+def _continue(objective, params, keys, budget, carry, mesh=None):
     """One rung of continued trainings: `(results, carries)`."""
+    n = keys.shape[0]
+    params, keys, carry = pad_to_mesh((params, keys, carry), mesh)
     out, carry = jax.vmap(objective, in_axes=(0, 0, None, 0))(keys, params, budget, carry)
-    return jnp.asarray(out, float_dtype()).reshape(keys.shape[0]), carry
+    return jnp.asarray(out, float_dtype()).reshape(keys.shape[0])[:n], _take(carry, n)
+
+
+def _carry_like(opt: Hyperband, state, key, objective, init_carry, done: int) -> PyTree:
+    """The shapes and dtypes of the training states after rung `done - 1` (from the start
+    of the schedule): what a checkpoint saved there holds."""
+    if init_carry is None:
+        raise ValueError(
+            "the checkpoint holds the training states of a run with `init_carry`; resume it "
+            "the same way, or pass another checkpoint path to start a new search."
+        )
+    rungs = [rung for bracket in opt.brackets() for rung in bracket]
+    n = rungs[done - 1].n_configurations
+    params = flatten_space(state.space).unflatten(state.X[:n])
+    keys = jax.random.split(key, n)
+    budget = jnp.asarray(rungs[done - 1].budget, jnp.int32)
+    carry = eqx.filter_eval_shape(_init, init_carry, params, keys)
+    return eqx.filter_eval_shape(_continue, objective, params, keys, budget, carry)[1]
 
 
 def _promote(results: Array, k: int, maximize: bool) -> Array:

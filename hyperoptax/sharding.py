@@ -15,16 +15,17 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["batch_sharding", "check_mesh", "put_replicated", "to_host"]
+__all__ = ["batch_sharding", "check_mesh", "pad_to_mesh", "put_replicated", "to_host"]
 
 
-def check_mesh(mesh: Any, n_parallel: int, owner: str) -> None:
-    """A `Mesh` whose device count divides `n_parallel`, or a clear error."""
+def check_mesh(mesh: Any, n_parallel: int | None, owner: str) -> None:
+    """A `Mesh` (whose device count divides `n_parallel`, unless that is `None`), or a
+    clear error."""
     if mesh is None:
         return
     if not isinstance(mesh, Mesh):
         raise TypeError(f"{owner}: `mesh` must be a jax.sharding.Mesh, got {mesh!r}.")
-    if n_parallel % mesh.size:
+    if n_parallel is not None and n_parallel % mesh.size:
         raise ValueError(
             f"{owner}: n_parallel={n_parallel} configurations cannot be split evenly over "
             f"the mesh's {mesh.size} devices; choose n_parallel as a multiple of {mesh.size} "
@@ -50,6 +51,23 @@ def shard_batch(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:
     return jax.tree_util.tree_map(
         lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim, axis)), tree
     )
+
+
+def pad_to_mesh(tree: Any, mesh: Mesh | None) -> Any:
+    """Every leaf's leading axis padded, by repeating its last entry, to a multiple of
+    `mesh.size` and split over `mesh` (inside `jit`), so that a population of any size
+    spreads over the devices; slice the outputs back to the population. `None` for
+    `mesh`: `tree` unchanged."""
+    if mesh is None:
+        return tree
+
+    def pad(x):
+        extra = -x.shape[0] % mesh.size
+        if extra:
+            x = jax.numpy.concatenate([x, jax.numpy.repeat(x[-1:], extra, axis=0)])
+        return x
+
+    return shard_batch(jax.tree_util.tree_map(pad, tree), mesh)
 
 
 def replicate(tree: Any, mesh: Mesh | None) -> Any:

@@ -1,14 +1,15 @@
 """A checkpointed search run as its own process (see test_checkpoint.py).
 
-usage: python checkpoint_worker.py CHECKPOINT OUT.npz
-Prints "iteration i" after each iteration; saves the final state and history to OUT.
+usage: python checkpoint_worker.py CHECKPOINT OUT.npz [hyperband]
+Prints "iteration i" after each iteration (each rung: `hyperband`, a Hyperband search of
+continued trainings); saves the final state and history to OUT.
 """
 
 import sys
 
 import jax
 import numpy as np
-from helpers import BRANIN_SPACE, branin
+from helpers import BRANIN_SPACE, HB_SPACE, branin, start, train
 
 import hyperoptax as hx
 
@@ -23,6 +24,24 @@ def run(checkpoint=None, callback=None):
     return opt.optimize(
         state, jax.random.PRNGKey(3), branin, checkpoint=checkpoint, callback=callback
     )
+
+
+def run_hyperband(checkpoint=None, callback=None):
+    state, opt = hx.Hyperband.init(HB_SPACE, min_budget=1, max_budget=9, maximize=False)
+    return opt.optimize(
+        state,
+        jax.random.PRNGKey(4),
+        train,
+        init_carry=start,
+        checkpoint=checkpoint,
+        callback=callback,
+    )
+
+
+def hyperband_arrays(state, results_hist):
+    fields = ("X", "y", "budget", "configuration", "bracket", "rung", "mask")
+    out = {name: np.asarray(getattr(state, name)) for name in fields}
+    return dict(out, results=np.concatenate(results_hist))
 
 
 def arrays(state, results_hist):
@@ -40,5 +59,9 @@ if __name__ == "__main__":
     def report(i, *_):
         print(f"iteration {i}", flush=True)
 
-    state, (_, results) = run(sys.argv[1], report)
-    np.savez(sys.argv[2], **arrays(state, results))
+    if sys.argv[3:] == ["hyperband"]:
+        state, (_, results) = run_hyperband(sys.argv[1], report)
+        np.savez(sys.argv[2], **hyperband_arrays(state, results))
+    else:
+        state, (_, results) = run(sys.argv[1], report)
+        np.savez(sys.argv[2], **arrays(state, results))

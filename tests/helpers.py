@@ -41,6 +41,33 @@ def mixed_objective(key, p):
     )
 
 
+# Multi-fidelity objectives: `budget` is an int32 scalar.
+HB_SPACE = {"x": hx.LinearSpace(0.0, 1.0), "n": hx.QLinearSpace(1, 4)}
+
+
+def budget_objective(key, params, budget):
+    # Deterministic (the key is unused), so every evaluation can be checked one by one.
+    # More budget brings each configuration closer to its final value, 1 - (x - 0.3)^2.
+    final = 1.0 - (params["x"] - 0.3) ** 2 - 0.01 * params["n"]
+    return final - 1.0 / (1.0 + budget)
+
+
+def train(key, params, budget, carry):
+    """Gradient descent on a 1-D quadratic from where the carry left off, until `budget`
+    steps in total; the loss after them."""
+    w, done = carry
+
+    def step(_, w):
+        return w - params["x"] * 0.2 * (w - 1.0)
+
+    w = jax.lax.fori_loop(done, budget, step, w)
+    return (w - 1.0) ** 2, (w, budget)
+
+
+def start(key, params):
+    return jnp.asarray(3.0), jnp.asarray(0, jnp.int32)
+
+
 def check_in_space(params, space, n):
     """Each leaf of a batched params pytree is (n,), of the space's dtype, and valid."""
     for name, sp in space.items():

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from checkpoint_worker import CONFIG, N_MAX, arrays, run
+from checkpoint_worker import CONFIG, N_MAX, arrays, hyperband_arrays, run, run_hyperband
 from helpers import BRANIN_SPACE, MIXED_SPACE, branin, mixed_objective
 
 import hyperoptax as hx
@@ -64,6 +64,31 @@ def test_killed_search_resumes_bitwise_identical(tmp_path, reference):
     for name in want:
         assert got[name].tobytes() == want[name].tobytes(), name
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_killed_hyperband_resumes_mid_bracket_bitwise_identical(tmp_path):
+    # Continued trainings: the checkpoint holds the training states of the rung just run.
+    ckpt, out = tmp_path / "hb.ckpt", tmp_path / "out.npz"
+    proc = _worker(ckpt, out, "hyperband")
+    for line in proc.stdout:  # kill it while the first bracket's second rung is saved
+        if line.strip() == "iteration 1":
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    extra = hx.checkpoint.read_header(ckpt)["extra"]
+    # Rungs 0 and 1 (9 and 3 configurations) of the first bracket's three: mid-bracket,
+    # with the survivors' training states saved.
+    assert extra["iteration"] in (1, 2) and extra["more_arrays"]
+    resumed = _worker(ckpt, out, "hyperband")
+    lines = resumed.stdout.read().split()
+    assert resumed.wait(timeout=300) == 0
+    assert lines[1] == str(extra["iteration"])  # it went on from the saved rung
+    state, (_, results) = run_hyperband()
+    want = hyperband_arrays(state, results)
+    got = np.load(out)
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
 
 
 def test_callback_stops_and_a_finished_search_is_not_rerun(tmp_path, search, reference):

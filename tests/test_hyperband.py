@@ -7,17 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import HB_SPACE as SPACE
+from helpers import budget_objective as objective
+from helpers import start, train
 
 import hyperoptax as hx
-
-SPACE = {"x": hx.LinearSpace(0.0, 1.0), "n": hx.QLinearSpace(1, 4)}
-
-
-def objective(key, params, budget):
-    # Deterministic (the key is unused), so every evaluation can be checked one by one.
-    # More budget brings each configuration closer to its final value, 1 - (x - 0.3)^2.
-    final = 1.0 - (params["x"] - 0.3) ** 2 - 0.01 * params["n"]
-    return final - 1.0 / (1.0 + budget)
 
 
 def failing(key, params, budget):
@@ -147,22 +141,6 @@ def test_failed_configurations_are_not_promoted():
     assert np.isfinite(float(opt.best_result(state)))
 
 
-def train(key, params, budget, carry):
-    """Gradient descent on a 1-D quadratic from where the carry left off, until `budget`
-    steps in total; the loss after them."""
-    w, done = carry
-
-    def step(_, w):
-        return w - params["x"] * 0.2 * (w - 1.0)
-
-    w = jax.lax.fori_loop(done, budget, step, w)
-    return (w - 1.0) ** 2, (w, budget)
-
-
-def start(key, params):
-    return jnp.asarray(3.0), jnp.asarray(0, jnp.int32)
-
-
 def test_a_continued_training_equals_an_uninterrupted_one():
     state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=9, eta=3, maximize=False)
     state, _ = opt.optimize(state, jax.random.PRNGKey(2), train, init_carry=start)
@@ -258,8 +236,8 @@ def test_model_draws_go_where_the_results_are_good(model_run):
         first = np.flatnonzero(np.asarray(state.rung) == 0)
         assert len(first) == 27
         # Round 1 is random; in rounds 2 and 3 the model draws the first `n_model`.
-        for start in (9, 18):
-            rows = first[start : start + 9]
+        for first_row in (9, 18):
+            rows = first[first_row : first_row + 9]
             model_gap += list(np.abs(x[rows[:n_model]] - 0.3))
             random_gap += list(np.abs(x[rows[n_model:]] - 0.3))
         # The model's draws are configurations of the space.
@@ -421,3 +399,66 @@ def test_callback_sees_every_rung_and_can_stop_the_search(capsys):
         )
     with pytest.raises(TypeError, match="callback"):
         opt.optimize(state, jax.random.PRNGKey(0), objective, callback=3)
+
+
+def _bytes(tree):
+    return [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(tree)]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_checkpointed_search_resumes_after_any_rung_as_if_uninterrupted(tmp_path, model_run):
+    # Model-drawn brackets: the resumed search draws the later brackets from the same
+    # model fits and keys as the uninterrupted one.
+    states, opt = model_run
+    state, _ = hx.SuccessiveHalving.init(
+        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=3, model=opt.model
+    )
+    key = jax.random.PRNGKey(0)
+    n_rungs = sum(len(bracket) for bracket in opt.brackets())
+    for crash_at in (1, 4):  # mid-bracket in the random round; in the first model round
+
+        def crash(rung, *_, at=crash_at):
+            if rung == at:
+                raise Crash
+
+        path = tmp_path / f"search-{crash_at}.ckpt"
+        with pytest.raises(Crash):
+            opt.optimize(state, key, objective, checkpoint=path, callback=crash)
+        assert hx.checkpoint.read_header(path)["extra"]["iteration"] == crash_at
+        seen = []
+        out, (_, results) = opt.optimize(
+            state, key, objective, checkpoint=path, callback=lambda r, *_, s=seen: s.append(r)
+        )
+        assert seen == list(range(crash_at, n_rungs))  # nothing run twice
+        assert len(results) == n_rungs
+        assert _bytes(out) == _bytes(states[0])
+    # A finished search is read back, not run again.
+    again, (_, results_again) = opt.optimize(
+        state, key, objective, checkpoint=path, callback=lambda *_: pytest.fail("ran again")
+    )
+    assert _bytes(again) == _bytes(states[0]) and _bytes(results_again) == _bytes(results)
+
+
+def test_a_stopped_checkpointed_search_stays_stopped_and_other_runs_are_refused(tmp_path):
+    state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=9, eta=3, maximize=False)
+    key, path = jax.random.PRNGKey(2), tmp_path / "search.ckpt"
+    first, _ = opt.optimize(
+        state, key, train, init_carry=start, checkpoint=path, callback=lambda r, *_: r == 1
+    )
+    again, (_, results) = opt.optimize(state, key, train, init_carry=start, checkpoint=path)
+    assert len(results) == 2 and _bytes(again) == _bytes(first)
+    with pytest.raises(ValueError, match="key="):
+        opt.optimize(state, jax.random.PRNGKey(3), train, init_carry=start, checkpoint=path)
+    with pytest.raises(ValueError, match="init_carry"):
+        opt.optimize(state, key, objective, checkpoint=path)
+    with pytest.raises(ValueError, match="different search"):
+        hx.Hyperband(min_budget=1, max_budget=9, eta=3).optimize(
+            state, key, train, init_carry=start, checkpoint=path
+        )
+    with pytest.raises(ValueError, match="traced"):
+        eqx.filter_eval_shape(
+            lambda k: opt.optimize(state, k, objective, checkpoint=tmp_path / "x")[0], key
+        )

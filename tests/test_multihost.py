@@ -66,11 +66,13 @@ def test_both_processes_end_with_identical_states(runs):
 def test_the_two_process_search_equals_the_one_process_search(runs):
     reports, _ = runs
     multi, single = reports[0], reports[-1]
-    # The tolerance of the one-host sharding test: the same suggestions, the objective's
-    # float32 results to the last bit or two.
+    # The tolerances of the one-host sharding test: the same first suggestions, whose
+    # float32 results agree to the last bit or two; later suggestions (from GP fits that
+    # saw those bits) and their results to 1e-5.
     assert multi["params"][0] == single["params"][0]
     r_multi, r_single = np.array(multi["results"]), np.array(single["results"])
-    assert np.max(np.abs(r_multi - r_single) / np.abs(r_single)) < 1e-6
+    rel_diff = np.abs(r_multi - r_single) / np.abs(r_single)
+    assert np.max(rel_diff[0]) < 1e-6 and np.max(rel_diff) < 1e-5
     assert np.max(np.abs(np.array(multi["X"]) - np.array(single["X"]))) < 1e-5
 
 
