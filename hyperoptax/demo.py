@@ -10,7 +10,9 @@ search (`hyperoptax.plot`) into `hyperoptax-demo-figures/` (`--figures`).
 Two things cannot vary inside one compiled batch: array shapes and loop lengths. So the
 network is built at the largest width and the units beyond `width` are masked to zero,
 and every configuration trains for the same number of steps (a tunable epoch count
-would be a step mask: updates after the last epoch become no-ops).
+would be a step mask: updates after the last epoch become no-ops). A budget of steps
+shared by the whole batch can vary (`budget_steps`, a multi-fidelity objective): the
+steps beyond it are skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .bayesian import BayesianSearch, recommended
 from .spaces import LinearSpace, LogSpace, QLogSpace, to_configs
@@ -63,13 +65,22 @@ def load_digits_split(n_train: int = 1200):
     return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
 
 
-def mlp_validation_error(key: PRNGKeyArray, params: dict, steps: int = 100) -> Float[Array, ""]:
+def mlp_validation_error(
+    key: PRNGKeyArray | None,
+    params: dict,
+    steps: int = 100,
+    budget_steps: Int[ArrayLike, ""] | None = None,
+) -> Float[Array, ""]:
     """Validation error of a one-hidden-layer MLP trained with `params`.
 
     `params` holds scalars `lr`, `weight_decay`, `width` and `dropout` (one
     configuration from `SPACE`). The weights and dropout masks come from a fixed key
     (`key` is not used), so the objective is deterministic and configurations are
     compared on the same footing. Traceable: `vmap` it to train a batch at once.
+
+    `budget_steps` (an integer, traced or not; at most `steps`) trains only the first
+    `budget_steps` of the `steps` AdamW steps, with the dropout masks of the full run:
+    a multi-fidelity objective whose budget is the number of steps.
     """
     Xtr, ytr, Xva, yva = load_digits_split()
     k_init, k_drop = jax.random.split(jax.random.PRNGKey(0))
@@ -90,14 +101,22 @@ def mlp_validation_error(key: PRNGKeyArray, params: dict, steps: int = 100) -> F
     adamw = optax.adamw(params["lr"], weight_decay=params["weight_decay"])
     weights, static = eqx.partition(model, eqx.is_array)
 
-    def step(carry, k):
+    def train(carry, k):
         weights, state = carry
         grads = jax.grad(lambda w: loss(eqx.combine(w, static), k))(weights)
         updates, state = adamw.update(grads, state, weights)
-        return (optax.apply_updates(weights, updates), state), None
+        return optax.apply_updates(weights, updates), state
+
+    def step(carry, inputs):
+        i, k = inputs
+        if budget_steps is None:
+            return train(carry, k), None
+        # A shared budget stays a branch under vmap: steps beyond it cost nothing.
+        return jax.lax.cond(i < budget_steps, train, lambda c, _: c, carry, k), None
 
     init = (weights, adamw.init(weights))
-    (weights, _), _ = jax.lax.scan(step, init, jax.random.split(k_drop, steps))
+    inputs = (jnp.arange(steps), jax.random.split(k_drop, steps))
+    (weights, _), _ = jax.lax.scan(step, init, inputs)
     pred = jnp.argmax(forward(eqx.combine(weights, static), Xva), axis=1)
     return jnp.mean(pred != yva)
 
