@@ -30,7 +30,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -467,7 +467,13 @@ class Hyperband(eqx.Module):
         brackets' first rungs in order, repeated); without `executor` one after another.
 
         `n_configurations` (default: the schedule's, `sum` of the brackets' first rungs)
-        are drawn uniformly at random. An objective that raises has failed: NaN is
+        are drawn uniformly at random, all submitted at once. With a `model`, they are
+        drawn one at a time as workers free up, `model.n_parallel` running at once: once
+        the rungs hold one value more than the GP has inputs, the model's GP is fitted
+        to every rung value so far (budget as one more input, as in `optimize`) and
+        suggests at the full budget, with the running configurations pending (Kriging
+        Believer), except for every configuration that `random_fraction` keeps random
+        (with 1/3: the third, sixth, ...). An objective that raises has failed: NaN is
         recorded at its next rung, with a warning (`on_error="raise"` re-raises instead,
         and every other configuration is told to stop at its next report); a reported
         value that is not a finite number is recorded as NaN and stops that
@@ -481,11 +487,6 @@ class Hyperband(eqx.Module):
         name = type(self).__name__
         check_positional(name, "objective", objective, 2, HOST_USAGE)
         check_on_error(on_error)
-        if self.model is not None:
-            raise NotImplementedError(
-                f"{name}.optimize_host draws its configurations at random; model-based "
-                f"brackets run with `optimize` (JAX objectives) for now."
-            )
         if isinstance(executor, ProcessPoolExecutor):
             raise TypeError(
                 f"{name}.optimize_host: `report` answers from this process, so the "
@@ -496,26 +497,50 @@ class Hyperband(eqx.Module):
             n_configurations = sum(b[0].n_configurations for b in self.brackets())
         check_int(name, "n_configurations", n_configurations, 1)
         flat = flatten_space(state.space)
-        X = np.asarray(flat.from_unit(flat.sample_unit(key, n_configurations)))
-        configs = to_configs(flat.unflatten(jnp.asarray(X)), state.space)
+        X = np.array(flat.from_unit(flat.sample_unit(key, n_configurations)))  # writable
+        k_model = jax.random.fold_in(key, 1)  # the model's picks: fold_in(k_model, j)
         cycle = [b for b, br in enumerate(self.brackets()) for _ in range(br[0].n_configurations)]
         ladder = _Ladder(self, [cycle[j % len(cycle)] for j in range(n_configurations)])
-
-        def run(j):
-            return objective(configs[j], functools.partial(ladder.report, j))
-
-        calls: list[Callable[[], Any]]
+        configs: list[Any] = []
+        draw = None if self.model is None else _HostDraws(self, state, ladder, X)
         if executor is None:
-            calls = [functools.partial(run, j) for j in range(n_configurations)]
+            n_running = 1
         else:
-            futures = [executor.submit(run, j) for j in range(n_configurations)]
-            calls = [f.result for f in futures]
-        try:
-            for j, call in enumerate(calls):
+            n_running = n_configurations if draw is None else draw.model.n_parallel
+        futures: dict[Future, int] = {}
+
+        def submit(j: int) -> None:
+            if draw is not None:  # the running configurations are pending
+                running = X[sorted(futures.values())]
+                X[j] = draw(X[j], running, jax.random.fold_in(k_model, j), j)
+            configs.append(to_configs(flat.unflatten(jnp.asarray(X[j : j + 1])), state.space)[0])
+            run = functools.partial(objective, configs[j], functools.partial(ladder.report, j))
+            if executor is not None:
+                futures[executor.submit(run)] = j
+                return
+            future: Future = Future()
+            try:
+                future.set_result(run())
+            except Exception as e:
+                future.set_exception(e)
+            futures[future] = j
+
+        def settle_finished() -> None:
+            done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+            for future in done:
+                j = futures.pop(future)
                 # The return value is not used: NaN here means the objective raised
                 # (re-raised with on_error="raise").
-                settled = settle(configs[j], functools.partial(_ignore_result, call), on_error)
-                ladder.finish(j, failed=math.isnan(settled))
+                call = functools.partial(_ignore_result, future.result)
+                ladder.finish(j, failed=math.isnan(settle(configs[j], call, on_error)))
+
+        try:
+            for j in range(n_configurations):
+                while len(futures) >= n_running:
+                    settle_finished()
+                submit(j)
+            while futures:
+                settle_finished()
         except BaseException:
             ladder.abort()
             raise
@@ -661,25 +686,100 @@ class _Ladder:
 
 @eqx.filter_jit
 def _model_draws(
-    model: BayesianSearch, state: HyperbandState, min_budget: int, max_budget: int, key
+    model: BayesianSearch,
+    state: HyperbandState,
+    min_budget: int,
+    max_budget: int,
+    key,
+    pending=None,
+    pending_mask=None,
 ) -> Array:
     """`model.n_parallel` raw configurations: `model`'s suggestions at the full budget,
     its GP fitted to every result so far with the budget as one more input (log scale;
-    without it when every evaluation has the same budget)."""
+    without it when every evaluation has the same budget). `pending` (raw rows, those
+    where `pending_mask`) are configurations running at the full budget."""
     n, d = state.X.shape
     if min_budget == max_budget:
-        observed = model._init_state(state.space, n)
+        space: PyTree = state.space
+        observed = model._init_state(space, n)
         X, fixed = state.X, None
     else:
-        observed = model._init_state(
-            (state.space, LogSpace(float(min_budget), float(max_budget))), n
-        )
+        space = (state.space, LogSpace(float(min_budget), float(max_budget)))
+        observed = model._init_state(space, n)
         X = jnp.concatenate([state.X, state.budget[:, None].astype(state.X.dtype)], axis=1)
         # Empty rows at the smallest budget, where the logarithm is defined (masked out).
         X = jnp.where(state.mask[:, None], X, X.at[:, d].set(min_budget))
         fixed = jnp.full((d + 1,), jnp.nan, state.X.dtype).at[d].set(1.0)
     observed = eqx.tree_at(lambda s: (s.X, s.y, s.mask), observed, (X, state.y, state.mask))
-    return suggest_raw(model, fit_model(model, observed), key, fixed=fixed)[:, :d]
+    if pending is not None:
+        full = jnp.full((len(pending), X.shape[1] - d), max_budget, X.dtype)
+        pending = flatten_space(space).to_unit(jnp.concatenate([pending, full], axis=1))
+        pending = jnp.where(pending_mask[:, None], pending, 0.5)  # padding: masked out
+    fitted = fit_model(model, observed)
+    return suggest_raw(model, fitted, key, pending, pending_mask, fixed=fixed)[:, :d]
+
+
+class _HostDraws:
+    """`optimize_host`'s model draws: one configuration at a time, from the rung values
+    recorded so far, with the running configurations pending."""
+
+    def __init__(self, opt: Hyperband, state: HyperbandState, ladder: _Ladder, X: np.ndarray):
+        """`X`: every configuration's raw row (filled in as they are drawn)."""
+        self.opt, self.space, self.ladder, self.configurations = opt, state.space, ladder, X
+        n = len(X)
+        self.d = flatten_space(state.space).n_params
+        self.need = self.d + (2 if opt.min_budget < opt.max_budget else 1)
+        # Room for every rung value the configurations can reach: one compiled program.
+        self.n_rows = n * max(len(bracket) for bracket in opt.brackets())
+        assert opt.model is not None
+        self.model = opt.model
+        # One pick per draw; the running configurations padded to n_parallel - 1 slots.
+        self.picker = dataclasses.replace(
+            opt.model, n_parallel=1, n_warmup=0, maximize=opt.maximize
+        )
+
+    def __call__(self, x: np.ndarray, running: np.ndarray, key, j: int) -> np.ndarray:
+        """Configuration `j`: `x` (its random draw), or the model's pick."""
+        f = self.opt.random_fraction
+        if math.floor((j + 1) * f) > math.floor(j * f):  # a random one
+            return x
+        with self.ladder.lock:
+            rows = list(self.ladder.rows)
+        if len(rows) < self.need:
+            return x
+        X = np.zeros((self.n_rows, self.d), x.dtype)
+        y = np.full((self.n_rows,), np.nan, x.dtype)
+        budget = np.zeros((self.n_rows,), np.int32)
+        k = len(rows)
+        X[:k] = self.configurations[[r[0] for r in rows]]
+        y[:k] = [r[3] for r in rows]
+        budget[:k] = [r[2] for r in rows]
+        mask = np.arange(self.n_rows) < k
+        zeros = jnp.zeros((self.n_rows,), jnp.int32)
+        state = HyperbandState(
+            self.space,
+            jnp.asarray(X),
+            jnp.asarray(y),
+            jnp.asarray(budget),
+            zeros,
+            zeros,
+            zeros,
+            jnp.asarray(mask),
+        )
+        slots = max(1, self.model.n_parallel - 1)
+        pending = np.zeros((slots, self.d), x.dtype)
+        pending[: len(running)] = running[:slots]
+        pending_mask = jnp.arange(slots) < min(len(running), slots)
+        drawn = _model_draws(
+            self.picker,
+            state,
+            self.opt.min_budget,
+            self.opt.max_budget,
+            key,
+            jnp.asarray(pending),
+            pending_mask,
+        )
+        return np.asarray(drawn[0])
 
 
 def _take(tree: PyTree, n: int) -> PyTree:

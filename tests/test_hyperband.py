@@ -1,5 +1,7 @@
 """Successive halving and Hyperband: the published schedule, promotion, budgets, failures."""
 
+import dataclasses
+import threading
 import time
 
 import equinox as eqx
@@ -369,9 +371,44 @@ def test_asha_failures_are_recorded_and_early_returns_warned():
 
     with ProcessPoolExecutor(1) as pool, pytest.raises(TypeError, match="thread pool"):
         opt.optimize_host(state, jax.random.PRNGKey(0), flaky, executor=pool)
-    with_model = hx.SuccessiveHalving(min_budget=1, max_budget=9, model=MODEL)
-    with pytest.raises(NotImplementedError, match="optimize"):
-        with_model.optimize_host(state, jax.random.PRNGKey(0), flaky)
+
+
+def test_asha_with_a_model_draws_where_the_results_are_good(model_run):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, greedy = model_run  # its model: UCB with kappa 0, mean hallucination
+    model = dataclasses.replace(greedy.model, n_parallel=2)  # two configurations running
+    state, opt = hx.SuccessiveHalving.init(
+        SPACE, min_budget=1, max_budget=9, maximize=False, model=model
+    )
+    running, most, lock = [0], [0], threading.Lock()
+
+    def objective(config, report):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            for step in range(1, 10):
+                time.sleep(0.002)
+                if report(step, curve(config, step)):
+                    return
+        finally:
+            with lock:
+                running[0] -= 1
+
+    with ThreadPoolExecutor(4) as pool:
+        out, configs = opt.optimize_host(
+            state, jax.random.PRNGKey(0), objective, executor=pool, n_configurations=24
+        )
+    assert len(configs) == 24 and most[0] <= 2  # n_parallel at a time, not the pool's 4
+    x = np.array([c["x"] for c in configs])
+    assert np.all((x >= 0) & (x <= 1)) and all(c["n"] in (1, 2, 3, 4) for c in configs)
+    # The first configurations are random (the model needs 4 rung values first); every
+    # third stays random (random_fraction 1/3); the others are the model's picks.
+    model_picks = [j for j in range(12, 24) if (j + 1) % 3]
+    random_picks = [j for j in range(24) if (j + 1) % 3 == 0]
+    gaps = np.mean(np.abs(x[model_picks] - 0.3)), np.mean(np.abs(x[random_picks] - 0.3))
+    assert gaps[0] < 0.15 and gaps[0] < gaps[1] / 2, gaps
 
 
 def test_callback_sees_every_rung_and_can_stop_the_search(capsys):
