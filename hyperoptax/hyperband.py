@@ -726,11 +726,8 @@ class _HostDraws:
     def __init__(self, opt: Hyperband, state: HyperbandState, ladder: _Ladder, X: np.ndarray):
         """`X`: every configuration's raw row (filled in as they are drawn)."""
         self.opt, self.space, self.ladder, self.configurations = opt, state.space, ladder, X
-        n = len(X)
         self.d = flatten_space(state.space).n_params
         self.need = self.d + (2 if opt.min_budget < opt.max_budget else 1)
-        # Room for every rung value the configurations can reach: one compiled program.
-        self.n_rows = n * max(len(bracket) for bracket in opt.brackets())
         assert opt.model is not None
         self.model = opt.model
         # One pick per draw; the running configurations padded to n_parallel - 1 slots.
@@ -745,17 +742,20 @@ class _HostDraws:
             return x
         with self.ladder.lock:
             rows = list(self.ladder.rows)
-        if len(rows) < self.need:
-            return x
-        X = np.zeros((self.n_rows, self.d), x.dtype)
-        y = np.full((self.n_rows,), np.nan, x.dtype)
-        budget = np.zeros((self.n_rows,), np.int32)
         k = len(rows)
+        if k < self.need:
+            return x
+        # Buffers of the next power of two (at least 32) rows: the model's cost follows
+        # the rows recorded, and each size compiles once.
+        n_rows = max(32, 1 << (k - 1).bit_length())
+        X = np.zeros((n_rows, self.d), x.dtype)
+        y = np.full((n_rows,), np.nan, x.dtype)
+        budget = np.zeros((n_rows,), np.int32)
         X[:k] = self.configurations[[r[0] for r in rows]]
         y[:k] = [r[3] for r in rows]
         budget[:k] = [r[2] for r in rows]
-        mask = np.arange(self.n_rows) < k
-        zeros = jnp.zeros((self.n_rows,), jnp.int32)
+        mask = np.arange(n_rows) < k
+        zeros = jnp.zeros((n_rows,), jnp.int32)
         state = HyperbandState(
             self.space,
             jnp.asarray(X),
