@@ -450,6 +450,7 @@ class Hyperband(eqx.Module):
         executor: Executor | None = None,
         n_configurations: int | None = None,
         on_error: str = "record",
+        checkpoint: str | os.PathLike | None = None,
     ) -> tuple[HyperbandState, list[PyTree]]:
         """Asynchronous successive halving (ASHA) for objectives outside JAX.
 
@@ -480,6 +481,13 @@ class Hyperband(eqx.Module):
         configuration. An objective that returns before it is stopped or reaches
         `max_budget` is warned about.
 
+        `checkpoint` (a file path) saves the search whenever a rung value is recorded or
+        a configuration ends: every value so far, which configurations are done, and the
+        configurations drawn. Called again with the same arguments after a crash, it
+        resumes: finished configurations are not run again, and those that were
+        running start their training again (their training state lives in your
+        objective) but record only the rungs they had not reached.
+
         Returns `(state, configs)`: a state recording every rung value in the order they
         came (`budget` the rung's budget, `configuration` the index into `configs`),
         and the configurations.
@@ -502,6 +510,28 @@ class Hyperband(eqx.Module):
         cycle = [b for b, br in enumerate(self.brackets()) for _ in range(br[0].n_configurations)]
         ladder = _Ladder(self, [cycle[j % len(cycle)] for j in range(n_configurations)])
         configs: list[Any] = []
+        n_restored = 0
+        if checkpoint is not None:
+            run = RunCheckpoint(checkpoint, self, state, key, n_configurations, mode="asha")
+            more = run.resume(state)[-1]
+            n_restored = len(more.get("X", []))
+            if n_restored:
+                X[:n_restored] = np.asarray(more["X"], X.dtype)
+            ladder.restore(more.get("rows", []), more.get("done", []))
+
+            def save() -> None:  # with the ladder's lock held
+                run.save(
+                    state,
+                    [],
+                    [],
+                    False,
+                    iteration=len(ladder.rows),
+                    rows=[list(r) for r in ladder.rows],
+                    done=[j for j, done in enumerate(ladder.stopped) if done],
+                    X=X[: len(configs)].tolist(),
+                )
+
+            ladder.save = save
         draw = None if self.model is None else _HostDraws(self, state, ladder, X)
         if executor is None:
             n_running = 1
@@ -510,10 +540,12 @@ class Hyperband(eqx.Module):
         futures: dict[Future, int] = {}
 
         def submit(j: int) -> None:
-            if draw is not None:  # the running configurations are pending
+            if draw is not None and j >= n_restored:  # the running ones are pending
                 running = X[sorted(futures.values())]
                 X[j] = draw(X[j], running, jax.random.fold_in(k_model, j), j)
             configs.append(to_configs(flat.unflatten(jnp.asarray(X[j : j + 1])), state.space)[0])
+            if ladder.stopped[j]:  # done before the checkpoint was written
+                return
             run = functools.partial(objective, configs[j], functools.partial(ladder.report, j))
             if executor is not None:
                 futures[executor.submit(run)] = j
@@ -629,6 +661,15 @@ class _Ladder:
         self.rows: list[tuple[int, int, int, float]] = []  # configuration, rung, budget, value
         self.lock = threading.Lock()
         self.aborted = False
+        self.save: Callable[[], None] | None = None  # called with the lock held
+
+    def restore(self, rows: list, done: list[int]) -> None:
+        """The rung values and finished configurations of a checkpoint, recorded again."""
+        for j, k, _, value in rows:
+            assert self.next_rung[j] == k, "a checkpoint's rows are in the order they came"
+            self._record(j, value)
+        for j in done:
+            self.stopped[j] = True
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.opt.maximize else a < b
@@ -656,11 +697,13 @@ class _Ladder:
             except (TypeError, ValueError):
                 value = math.nan
             budgets = self.budgets[self.bracket[j]]
-            while self.next_rung[j] < len(budgets) and step >= budgets[self.next_rung[j]]:
-                if not self._record(j, value):
-                    self.stopped[j] = True
-                    return True
-            return False
+            go_on, recorded = True, False
+            while go_on and self.next_rung[j] < len(budgets) and step >= budgets[self.next_rung[j]]:
+                go_on, recorded = self._record(j, value), True
+            self.stopped[j] = not go_on
+            if recorded and self.save is not None:
+                self.save()
+            return not go_on
 
     def finish(self, j: int, failed: bool) -> None:
         """Configuration `j`'s objective returned (or raised, `failed`)."""
@@ -670,6 +713,9 @@ class _Ladder:
             self.stopped[j] = True
             if failed:
                 self._record(j, math.nan)
+            if self.save is not None:
+                self.save()
+            if failed:
                 return
         warnings.warn(
             f"hyperoptax: the objective returned for configuration {j} before it reached "

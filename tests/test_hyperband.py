@@ -1,6 +1,7 @@
 """Successive halving and Hyperband: the published schedule, promotion, budgets, failures."""
 
 import dataclasses
+import functools
 import threading
 import time
 
@@ -499,3 +500,42 @@ def test_a_stopped_checkpointed_search_stays_stopped_and_other_runs_are_refused(
         eqx.filter_eval_shape(
             lambda k: opt.optimize(state, k, objective, checkpoint=tmp_path / "x")[0], key
         )
+
+
+class Killed(BaseException):  # not an Exception: nothing records it as a failure
+    pass
+
+
+@pytest.mark.parametrize("with_model", [False, True], ids=["random", "model"])
+def test_asha_resumes_from_its_checkpoint(tmp_path, model_run, with_model):
+    model = dataclasses.replace(model_run[1].model, n_parallel=2) if with_model else None
+    state, opt = hx.SuccessiveHalving.init(
+        SPACE, min_budget=1, max_budget=9, maximize=False, model=model
+    )
+    calls = []
+
+    def objective(config, report, crash_at=None):
+        calls.append(config["x"])
+        for step in range(1, 10):
+            if (len(calls), step) == crash_at:
+                raise Killed
+            if report(step, curve(config, step)):
+                return
+
+    key = jax.random.PRNGKey(0)
+    # One after another (no executor), so that the uninterrupted run is reproducible.
+    want, want_configs = opt.optimize_host(state, key, objective, n_configurations=16)
+    calls.clear()
+    # Kill it while a late configuration trains beyond its first rung (promoted there).
+    promoted = np.asarray(want.configuration)[np.asarray(want.rung) == 1]
+    j = int(promoted[promoted >= 8].min())
+    path = tmp_path / "asha.ckpt"
+    crash = functools.partial(objective, crash_at=(j + 1, 5))
+    with pytest.raises(Killed):
+        opt.optimize_host(state, key, crash, n_configurations=16, checkpoint=path)
+    assert len(calls) == j + 1
+    calls.clear()
+    got, configs = opt.optimize_host(state, key, objective, n_configurations=16, checkpoint=path)
+    # Finished configurations were not run again; the killed one started again.
+    assert len(calls) == 16 - j and calls[0] == configs[j]["x"]
+    assert configs == want_configs and _bytes(got) == _bytes(want)
