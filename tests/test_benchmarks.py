@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -112,6 +113,20 @@ def test_multifidelity_quick_run_spends_the_budget_and_reports_anytime_curves(tm
     fast = {**p, "lr": jnp.asarray(0.3)}
     assert float(lc.f(fast, 0.0)) < float(lc.f(p, 0.0)) and float(lc.f(fast, 1.0)) > 0.3
     assert abs(float(mf._mf_branin({"x1": jnp.pi, "x2": 2.275}, 1.0)) - 5 / (4 * math.pi)) < 1e-6
+    # Held-out problems: the optima, and the second learning curve's misleading start.
+    corner = {k: jnp.asarray(v) for k, v in mf._BOREHOLE_MIN.items()}
+    borehole = mf.PROBLEMS["mf_borehole"]
+    assert float(borehole.f(corner, 1.0)) == pytest.approx(borehole.optimum, rel=1e-6)
+    inside = {k: jnp.asarray((lo + hi) / 2) for k, (lo, hi) in mf._BOREHOLE.items()}
+    assert float(borehole.f(inside, 1.0)) > borehole.optimum + 10
+    h3 = {"x0": 0.114614, "x1": 0.555649, "x2": 0.852547}
+    assert abs(float(mf._mf_hartmann3(h3, 1.0)) - mf.PROBLEMS["mf_hartmann3"].optimum) < 1e-5
+    lcm = mf.PROBLEMS["lc_momentum"]
+    good = {"lr": jnp.asarray(1e-2), "batch": jnp.asarray(64), "momentum": jnp.asarray(0.9)}
+    fast = {**good, "lr": jnp.asarray(0.1), "batch": jnp.asarray(16)}
+    assert abs(float(lcm.f(good, 1.0)) - lcm.optimum) < 1e-6
+    assert float(lcm.f(fast, 1 / 3)) < float(lcm.f(good, 1 / 3)) and float(lcm.f(fast, 1.0)) > 0.15
+    assert set(mf.HELD_OUT) == {"mf_borehole", "mf_hartmann3", "lc_momentum"}
 
     out = tmp_path / "mf.jsonl"
     argv = ["--quick", "--problems", "mf_branin", "--out", str(out), "--contestants"]
