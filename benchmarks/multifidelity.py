@@ -95,6 +95,9 @@ class MFProblem(NamedTuple):
     n_rounds: int
     min_budget: int = 1
     held_out: bool = False
+    # curve(params): f at every budget from 1 to max_budget in one call, for the host
+    # contestants that report after every unit (the same values, computed once).
+    curve: Callable | None = None
 
 
 def _mf_branin(p, z):
@@ -181,6 +184,10 @@ def _mlp_digits(p, z):
     )
 
 
+def _mlp_curve(p):
+    return demo.mlp_validation_error(None, p, steps=_MLP_STEPS * _LC_T, every=_MLP_STEPS)
+
+
 PROBLEMS = {
     "mf_branin": MFProblem(
         {"x1": hx.LinearSpace(-5.0, 10.0), "x2": hx.LinearSpace(0.0, 15.0)},
@@ -208,7 +215,7 @@ PROBLEMS = {
         _LC_T,
         4,
     ),
-    "mlp_digits": MFProblem(demo.SPACE, _mlp_digits, 0.0, _LC_T, 4),
+    "mlp_digits": MFProblem(demo.SPACE, _mlp_digits, 0.0, _LC_T, 4, curve=_mlp_curve),
     "mf_borehole": MFProblem(
         {k: hx.LinearSpace(lo, hi) for k, (lo, hi) in _BOREHOLE.items()},
         _borehole,
@@ -323,19 +330,42 @@ def run_hyperband(contestant, problem: MFProblem, seed):
     return _curve(costs, np.asarray(state.y), budget == problem.max_budget)
 
 
+def _stepper(problem: MFProblem):
+    """`start(params)` for one configuration, giving `value(step)`: the objective at
+    budget `step`; from one learning curve per configuration where the problem has one
+    (at its own full budget; a --quick run's other budgets evaluate `f`)."""
+    f = jax.jit(problem.f)
+    curve = None if problem.curve is None else jax.jit(problem.curve)
+
+    def start(params):
+        def value(step):
+            return float(f(params, _fidelity(problem, step)))
+
+        if curve is None or problem.min_budget != 1:
+            return value
+        values = np.asarray(curve(params))
+        if len(values) != problem.max_budget:
+            return value
+        return lambda step: float(values[step - 1])
+
+    return start
+
+
 def run_asha(problem: MFProblem, seed):
     """`Hyperband.optimize_host` (asynchronous successive halving), one configuration
     after another, each reporting after every unit of budget, until the budget is spent."""
-    f = jax.jit(problem.f)
+    start = _stepper(problem)
     B = total_budget(problem)
     costs, values, full = [], [], []
 
     def objective(config, report):
-        params = {k: jnp.asarray(v) for k, v in config.items()}
+        if len(costs) >= B:  # every step costs one unit
+            return
+        value_at = start({k: jnp.asarray(v) for k, v in config.items()})
         for step in range(problem.min_budget, problem.max_budget + 1):
-            if len(costs) >= B:  # every step costs one unit
+            if len(costs) >= B:
                 return
-            value = float(f(params, _fidelity(problem, step)))
+            value = value_at(step)
             costs.append(1)
             values.append(value)
             full.append(step == problem.max_budget)
@@ -365,7 +395,7 @@ def run_optuna(contestant, problem: MFProblem, seed):
     study = optuna.create_study(
         sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, direction="minimize"
     )
-    f = jax.jit(problem.f)
+    start = _stepper(problem)
     B = total_budget(problem)
     costs, values, full = [], [], []
     spent = 0
@@ -380,10 +410,10 @@ def run_optuna(contestant, problem: MFProblem, seed):
                 p[name] = trial.suggest_float(
                     name, float(s.lower_bound), float(s.upper_bound), log=log
                 )
-        params = {k: jnp.asarray(v) for k, v in p.items()}
+        value_at = start({k: jnp.asarray(v) for k, v in p.items()})
         pruned = False
         for step in range(problem.min_budget, problem.max_budget + 1):
-            value = float(f(params, _fidelity(problem, step)))
+            value = value_at(step)
             spent += 1
             costs.append(1)
             values.append(value)

@@ -70,7 +70,8 @@ def mlp_validation_error(
     params: dict,
     steps: int = 100,
     budget_steps: Int[ArrayLike, ""] | None = None,
-) -> Float[Array, ""]:
+    every: int | None = None,
+) -> Float[Array, "*curve"]:
     """Validation error of a one-hidden-layer MLP trained with `params`.
 
     `params` holds scalars `lr`, `weight_decay`, `width` and `dropout` (one
@@ -80,7 +81,9 @@ def mlp_validation_error(
 
     `budget_steps` (an integer, traced or not; at most `steps`) trains only the first
     `budget_steps` of the `steps` AdamW steps, with the dropout masks of the full run:
-    a multi-fidelity objective whose budget is the number of steps.
+    a multi-fidelity objective whose budget is the number of steps. `every` returns
+    the learning curve instead: the validation errors after every `every` steps (shape
+    `(steps // every,)`), each equal to what `budget_steps` at that step gives.
     """
     Xtr, ytr, Xva, yva = load_digits_split()
     k_init, k_drop = jax.random.split(jax.random.PRNGKey(0))
@@ -107,18 +110,27 @@ def mlp_validation_error(
         updates, state = adamw.update(grads, state, weights)
         return optax.apply_updates(weights, updates), state
 
+    def error(weights):
+        pred = jnp.argmax(forward(eqx.combine(weights, static), Xva), axis=1)
+        return jnp.mean(pred != yva).astype(Xva.dtype)
+
     def step(carry, inputs):
         i, k = inputs
         if budget_steps is None:
-            return train(carry, k), None
-        # A shared budget stays a branch under vmap: steps beyond it cost nothing.
-        return jax.lax.cond(i < budget_steps, train, lambda c, _: c, carry, k), None
+            carry = train(carry, k)
+        else:  # a shared budget stays a branch under vmap: steps beyond it cost nothing
+            carry = jax.lax.cond(i < budget_steps, train, lambda c, _: c, carry, k)
+        if every is None:
+            return carry, None
+        no_error = jnp.zeros((), Xva.dtype)
+        return carry, jax.lax.cond((i + 1) % every == 0, error, lambda _: no_error, carry[0])
 
     init = (weights, adamw.init(weights))
     inputs = (jnp.arange(steps), jax.random.split(k_drop, steps))
-    (weights, _), _ = jax.lax.scan(step, init, inputs)
-    pred = jnp.argmax(forward(eqx.combine(weights, static), Xva), axis=1)
-    return jnp.mean(pred != yva)
+    (weights, _), curve = jax.lax.scan(step, init, inputs)
+    if every is not None:
+        return curve[every - 1 :: every]
+    return error(weights)
 
 
 def _format(config: dict) -> str:
