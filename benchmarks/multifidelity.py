@@ -4,7 +4,7 @@
     python benchmarks/multifidelity.py --seeds 10 --problems mf_borehole mf_hartmann3 lc_momentum
     python benchmarks/multifidelity.py --problems lc_train --contestants hyperband bohb
     python benchmarks/multifidelity.py --quick                  # smoke run (in the test suite)
-    python benchmarks/multifidelity.py --report                 # tables from the saved rows
+    python benchmarks/multifidelity.py --report                 # tables and plots (each half)
 
 Problems (`objective(params, z)`, `z` in [0, 1] the fidelity of a budget: `log(budget /
 min_budget) / log(max_budget / min_budget)`, so `z = 1` is the full budget):
@@ -547,7 +547,10 @@ def main(argv=None):
         rows = [json.loads(line) for line in args.out.read_text().splitlines()]
         print(table(rows))
         (HERE / "plots").mkdir(exist_ok=True)
-        plot(rows, HERE / "plots" / "multifidelity.png")
+        halves = {"multifidelity.png": DEVELOPMENT, "multifidelity-held-out.png": HELD_OUT}
+        for path, names in halves.items():
+            if half := [r for r in rows if r["problem"] in names]:
+                plot(half, HERE / "plots" / path)
         return rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
     info = provenance()
