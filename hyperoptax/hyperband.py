@@ -376,63 +376,45 @@ class Hyperband(eqx.Module):
                 n = len(X)
                 sl = slice(row, row + n)
                 last_in_bracket = i + 1 == len(bracket)
-                if r < done:
+                replayed = r < done
+                if replayed:
                     results = state.y[sl]
                     if r == done - 1 and init_carry is not None and not last_in_bracket:
                         carry = jax.tree_util.tree_map(jnp.asarray, run.arrays)
                     bar.see(results, best=rung.budget == self.max_budget)
-                    params_hist.append(params)
-                    results_hist.append(results)
-                    row, r = row + n, r + 1
-                    if r == done and stopped:
-                        return state, (params_hist, results_hist)
-                    if not last_in_bracket:
-                        keep = _promote(results, bracket[i + 1].n_configurations, self.maximize)
-                        X, ids = X[keep], ids[keep]
-                        if carry is not None:
-                            carry = jax.tree_util.tree_map(lambda c, k=keep: c[k], carry)
-                    continue
-                keys = jax.random.split(k_eval, n)
-                budget = jnp.asarray(rung.budget, jnp.int32)
-                if carry is None:
-                    results = _evaluate(objective, params, keys, budget, mesh)
                 else:
-                    results, carry = _continue(objective, params, keys, budget, carry, mesh)
-                state = eqx.tree_at(
-                    lambda s: (s.X, s.y, s.budget, s.configuration, s.bracket, s.rung, s.mask),
-                    state,
-                    (
-                        state.X.at[sl].set(X),
-                        state.y.at[sl].set(results),
-                        state.budget.at[sl].set(rung.budget),
-                        state.configuration.at[sl].set(ids),
-                        state.bracket.at[sl].set(b),
-                        state.rung.at[sl].set(i),
-                        state.mask.at[sl].set(True),
-                    ),
-                )
+                    keys = jax.random.split(k_eval, n)
+                    budget = jnp.asarray(rung.budget, jnp.int32)
+                    if carry is None:
+                        results = _evaluate(objective, params, keys, budget, mesh)
+                    else:
+                        results, carry = _continue(objective, params, keys, budget, carry, mesh)
+                    state = _record(state, sl, X, results, rung.budget, ids, b, i)
                 row, r = row + n, r + 1
                 params_hist.append(params)
                 results_hist.append(results)
-                full = rung.budget == self.max_budget  # the best shown is a full-budget one
-                bar.update(
-                    results,
-                    best=full,
-                    info={"bracket": f"{b + 1}/{len(schedule)}", "rung": f"{i + 1}/{len(bracket)}"},
-                )
-                if callback is not None:
-                    stopped = bool(callback(r - 1, state, params, results))
-                if run is not None:
-                    run.save(
-                        state,
-                        [],
-                        [],
-                        stopped,
-                        iteration=r,
-                        arrays=None if last_in_bracket else carry,
-                        continued=init_carry is not None,
+                if not replayed:
+                    bar.update(
+                        results,
+                        best=rung.budget == self.max_budget,  # the best shown: full budget
+                        info={
+                            "bracket": f"{b + 1}/{len(schedule)}",
+                            "rung": f"{i + 1}/{len(bracket)}",
+                        },
                     )
-                if stopped:
+                    if callback is not None:
+                        stopped = bool(callback(r - 1, state, params, results))
+                    if run is not None:
+                        run.save(
+                            state,
+                            [],
+                            [],
+                            stopped,
+                            iteration=r,
+                            arrays=None if last_in_bracket else carry,
+                            continued=init_carry is not None,
+                        )
+                if stopped and r >= done:
                     return state, (params_hist, results_hist)
                 if not last_in_bracket:
                     keep = _promote(results, bracket[i + 1].n_configurations, self.maximize)
@@ -826,6 +808,23 @@ class _HostDraws:
             pending_mask,
         )
         return np.asarray(drawn[0])
+
+
+def _record(state: HyperbandState, rows: slice, X, results, budget, ids, bracket, rung):
+    """`state` with one rung's evaluations written into `rows`."""
+    return eqx.tree_at(
+        lambda s: (s.X, s.y, s.budget, s.configuration, s.bracket, s.rung, s.mask),
+        state,
+        (
+            state.X.at[rows].set(X),
+            state.y.at[rows].set(results),
+            state.budget.at[rows].set(budget),
+            state.configuration.at[rows].set(ids),
+            state.bracket.at[rows].set(bracket),
+            state.rung.at[rows].set(rung),
+            state.mask.at[rows].set(True),
+        ),
+    )
 
 
 def _take(tree: PyTree, n: int) -> PyTree:
