@@ -72,9 +72,9 @@ def main():
     r_plain = search(keys)
     out["seeds_spec"] = str(r_sharded.sharding.spec)
     out["seeds_close"] = bool(np.allclose(r_sharded, r_plain, rtol=1e-5))
-    # Hyperband: each rung's population (9, 3, 1, 5, 3, 3 continued trainings) padded
-    # to a multiple of 4 and split over the devices.
-    hb_state, hb = hx.Hyperband.init(HB_SPACE, min_budget=1, max_budget=9, maximize=False)
+    # Successive halving: each rung's population (9, 3, 1 continued trainings) padded to
+    # a multiple of 4 and split over the devices.
+    hb_state, hb = hx.SuccessiveHalving.init(HB_SPACE, min_budget=1, max_budget=9, maximize=False)
     plain, _ = hb.optimize(hb_state, key, train, init_carry=start)
     sharded, (_, hb_r) = hb.optimize(hb_state, key, train, init_carry=start, mesh=mesh)
     out["hb_same_configurations"] = bool(
