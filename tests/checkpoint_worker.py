@@ -1,8 +1,8 @@
 """A checkpointed search run as its own process (see test_checkpoint.py).
 
 usage: python checkpoint_worker.py CHECKPOINT OUT.npz [hyperband]
-Prints "iteration i" after each iteration (each rung: `hyperband`, a Hyperband search of
-continued trainings); saves the final state and history to OUT.
+Prints "iteration i" after each iteration (each rung: `hyperband`, a successive-halving
+search of continued trainings); saves the final state and history to OUT.
 """
 
 import sys
@@ -27,7 +27,7 @@ def run(checkpoint=None, callback=None):
 
 
 def run_hyperband(checkpoint=None, callback=None):
-    state, opt = hx.Hyperband.init(HB_SPACE, min_budget=1, max_budget=9, maximize=False)
+    state, opt = hx.SuccessiveHalving.init(HB_SPACE, min_budget=1, max_budget=9, maximize=False)
     return opt.optimize(
         state,
         jax.random.PRNGKey(4),

@@ -77,8 +77,8 @@ def test_killed_hyperband_resumes_mid_bracket_bitwise_identical(tmp_path):
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL and not out.exists()
     extra = hx.checkpoint.read_header(ckpt)["extra"]
-    # Rungs 0 and 1 (9 and 3 configurations) of the first bracket's three: mid-bracket,
-    # with the survivors' training states saved.
+    # Rungs 0 and 1 (9 and 3 configurations) of the bracket's three: mid-bracket, with
+    # the survivors' training states saved.
     assert extra["iteration"] in (1, 2) and extra["more_arrays"]
     resumed = _worker(ckpt, out, "hyperband")
     lines = resumed.stdout.read().split()
