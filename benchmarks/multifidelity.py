@@ -392,8 +392,13 @@ def run_optuna(contestant, problem: MFProblem, seed):
         pruner = optuna.pruners.SuccessiveHalvingPruner(
             min_resource=problem.min_budget, reduction_factor=ETA
         )
+    # A fixed study name: Optuna's Hyperband pruner assigns trials to brackets by a
+    # checksum of the study's name (random unless given) and the trial number.
     study = optuna.create_study(
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, direction="minimize"
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner,
+        direction="minimize",
+        study_name=f"{contestant}-{seed}",
     )
     start = _stepper(problem)
     B = total_budget(problem)
