@@ -433,6 +433,8 @@ class Hyperband(eqx.Module):
         n_configurations: int | None = None,
         on_error: str = "record",
         checkpoint: str | os.PathLike | None = None,
+        callback: Callable | None = None,
+        progress: bool | None = None,
     ) -> tuple[HyperbandState, list[PyTree]]:
         """Asynchronous successive halving (ASHA) for objectives outside JAX.
 
@@ -470,6 +472,16 @@ class Hyperband(eqx.Module):
         running start their training again (their training state lives in your
         objective) but record only the rungs they had not reached.
 
+        `callback(i, state, params, results)` is called from this thread whenever a
+        configuration ends (`i` counts them, `state` holds every rung value so far,
+        `params` the configuration as a batch of one, `results` its last value); a
+        truthy return value stops the search: configurations not yet handed to the
+        executor are not started, and every other one is told to stop at its next
+        report (without a model all are handed out at once, so each queued one stops at
+        its first report). `progress` shows a bar
+        of ended configurations with the best full-budget value so far: `None`
+        (default) when stderr is a terminal, `True` always, `False` never.
+
         Returns `(state, configs)`: a state recording every rung value in the order they
         came (`budget` the rung's budget, `configuration` the index into `configs`),
         and the configurations.
@@ -477,6 +489,7 @@ class Hyperband(eqx.Module):
         name = type(self).__name__
         check_positional(name, "objective", objective, 2, HOST_USAGE)
         check_on_error(on_error)
+        check_callback(name, callback)
         if isinstance(executor, ProcessPoolExecutor):
             raise TypeError(
                 f"{name}.optimize_host: `report` answers from this process, so the "
@@ -492,10 +505,10 @@ class Hyperband(eqx.Module):
         cycle = [b for b, br in enumerate(self.brackets()) for _ in range(br[0].n_configurations)]
         ladder = _Ladder(self, [cycle[j % len(cycle)] for j in range(n_configurations)])
         configs: list[Any] = []
-        n_restored = 0
+        n_restored, stopped = 0, False
         if checkpoint is not None:
             run = RunCheckpoint(checkpoint, self, state, key, n_configurations, mode="asha")
-            more = run.resume(state)[-1]
+            _, _, _, _, stopped, more = run.resume(state)
             n_restored = len(more.get("X", []))
             if n_restored:
                 X[:n_restored] = np.asarray(more["X"], X.dtype)
@@ -506,7 +519,7 @@ class Hyperband(eqx.Module):
                     state,
                     [],
                     [],
-                    False,
+                    stopped,
                     iteration=len(ladder.rows),
                     rows=[list(r) for r in ladder.rows],
                     done=[j for j, done in enumerate(ladder.stopped) if done],
@@ -521,11 +534,14 @@ class Hyperband(eqx.Module):
             n_running = n_configurations if draw is None else draw.model.n_parallel
         futures: dict[Future, int] = {}
 
+        def config_of(j: int) -> Any:
+            return to_configs(flat.unflatten(jnp.asarray(X[j : j + 1])), state.space)[0]
+
         def submit(j: int) -> None:
             if draw is not None and j >= n_restored:  # the running ones are pending
                 running = X[sorted(futures.values())]
                 X[j] = draw(X[j], running, jax.random.fold_in(k_model, j), j)
-            configs.append(to_configs(flat.unflatten(jnp.asarray(X[j : j + 1])), state.space)[0])
+            configs.append(config_of(j))
             if ladder.stopped[j]:  # done before the checkpoint was written
                 return
             run = functools.partial(objective, configs[j], functools.partial(ladder.report, j))
@@ -539,6 +555,29 @@ class Hyperband(eqx.Module):
                 future.set_exception(e)
             futures[future] = j
 
+        if progress is None:
+            progress = sys.stderr.isatty()
+        n_ended = sum(ladder.stopped)  # by a resumed checkpoint
+        bar = Progress(self, bool(progress), n_configurations, n_ended, [])
+
+        def ended(j: int) -> None:
+            """Configuration `j` ended: the bar, and the callback (which may stop)."""
+            nonlocal n_ended, stopped
+            with ladder.lock:
+                last = next((r for r in reversed(ladder.rows) if r[0] == j), None)
+            value = np.asarray([math.nan if last is None else last[3]])
+            full = last is not None and last[2] == self.max_budget
+            bar.update(value, best=full, info={"bracket": str(ladder.bracket[j] + 1)})
+            if callback is not None and not stopped:
+                params = flat.unflatten(jnp.asarray(X[j : j + 1]))
+                if callback(n_ended, _host_state(state.space, X, ladder), params, value):
+                    with ladder.lock:
+                        stopped = True
+                        if ladder.save is not None:
+                            ladder.save()
+                    ladder.abort()
+            n_ended += 1
+
         def settle_finished() -> None:
             done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
             for future in done:
@@ -547,30 +586,24 @@ class Hyperband(eqx.Module):
                 # (re-raised with on_error="raise").
                 call = functools.partial(_ignore_result, future.result)
                 ladder.finish(j, failed=math.isnan(settle(configs[j], call, on_error)))
+                ended(j)
 
         try:
             for j in range(n_configurations):
                 while len(futures) >= n_running:
                     settle_finished()
+                if stopped:
+                    break
                 submit(j)
             while futures:
                 settle_finished()
         except BaseException:
             ladder.abort()
             raise
-        rows = ladder.rows
-        dtype = float_dtype()
-        out = HyperbandState(
-            state.space,
-            jnp.asarray(X[[r[0] for r in rows]].reshape(len(rows), flat.n_params), dtype),
-            jnp.asarray([r[3] for r in rows], dtype),
-            jnp.asarray([r[2] for r in rows], jnp.int32),
-            jnp.asarray([r[0] for r in rows], jnp.int32),
-            jnp.asarray([ladder.bracket[r[0]] for r in rows], jnp.int32),
-            jnp.asarray([r[1] for r in rows], jnp.int32),
-            jnp.ones((len(rows),), bool),
-        )
-        return out, configs
+        finally:
+            bar.close()
+        configs += [config_of(j) for j in range(len(configs), n_restored)]  # a stopped resume
+        return _host_state(state.space, X, ladder), configs
 
     def _best_row(self, state: HyperbandState) -> int:
         y = np.asarray(state.y)
@@ -629,6 +662,23 @@ class SuccessiveHalving(Hyperband):
 def _ignore_result(call: Callable[[], Any]) -> float:
     call()
     return 0.0
+
+
+def _host_state(space: PyTree, X: np.ndarray, ladder: _Ladder) -> HyperbandState:
+    """Every rung value `ladder` recorded, in the order they came, as a state."""
+    with ladder.lock:
+        rows = list(ladder.rows)
+    dtype = float_dtype()
+    return HyperbandState(
+        space,
+        jnp.asarray(X[[r[0] for r in rows]].reshape(len(rows), X.shape[1]), dtype),
+        jnp.asarray([r[3] for r in rows], dtype),
+        jnp.asarray([r[2] for r in rows], jnp.int32),
+        jnp.asarray([r[0] for r in rows], jnp.int32),
+        jnp.asarray([ladder.bracket[r[0]] for r in rows], jnp.int32),
+        jnp.asarray([r[1] for r in rows], jnp.int32),
+        jnp.ones((len(rows),), bool),
+    )
 
 
 class _Ladder:
@@ -693,6 +743,10 @@ class _Ladder:
             if self.stopped[j]:
                 return
             self.stopped[j] = True
+            if self.aborted and not failed:  # told to stop by a stopped search
+                if self.save is not None:
+                    self.save()
+                return
             if failed:
                 self._record(j, math.nan)
             if self.save is not None:

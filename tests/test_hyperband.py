@@ -540,3 +540,35 @@ def test_asha_resumes_from_its_checkpoint(tmp_path, model_run, with_model):
     # Finished configurations were not run again; the killed one started again.
     assert len(calls) == 16 - j and calls[0] == configs[j]["x"]
     assert configs == want_configs and _bytes(got) == _bytes(want)
+
+
+def test_asha_callback_sees_every_ended_configuration_and_can_stop(tmp_path, capsys):
+    def objective(config, report):
+        for step in range(1, 10):
+            if report(step, curve(config, step)):
+                return
+
+    seen = []
+
+    def callback(i, state, params, results):
+        seen.append((i, len(state.y), float(params["x"][0]), float(results[0])))
+        return i == 4  # stop after the fifth configuration
+
+    state, opt = hx.SuccessiveHalving.init(SPACE, min_budget=1, max_budget=9, maximize=False)
+    path = tmp_path / "asha.ckpt"
+    key = jax.random.PRNGKey(0)
+    out, configs = opt.optimize_host(
+        state, key, objective, callback=callback, progress=True, checkpoint=path
+    )
+    # One at a time: each ended configuration's last value is the state's last row.
+    assert [s[0] for s in seen] == list(range(5)) and len(configs) == 5
+    for (_, n_rows, x, value), config in zip(seen, configs, strict=True):
+        assert x == config["x"] and value == pytest.approx(float(out.y[n_rows - 1]), rel=1e-6)
+    assert "5/9" in capsys.readouterr().err  # the bar counts ended configurations
+    # Stopped for good: the checkpoint says so, and a rerun starts nothing.
+    again, configs_again = opt.optimize_host(
+        state, key, lambda c, r: pytest.fail("ran again"), checkpoint=path
+    )
+    assert _bytes(again) == _bytes(out) and configs_again == configs
+    with pytest.raises(TypeError, match="callback"):
+        opt.optimize_host(state, key, objective, callback=3)
