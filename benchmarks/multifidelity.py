@@ -42,9 +42,11 @@ its training continues, as Optuna's pruned trials do):
   Bayesian search with `hx.recommended()`);
 - `hyperband`, `bohb`: `hx.Hyperband` with random configurations / with `model =
   hx.BayesianSearch(**hx.recommended())`;
-- `asha`: `hx.Hyperband.optimize_host` (asynchronous successive halving, random
-  configurations, each reporting after every unit of budget), run one configuration
-  after another until the budget is spent;
+- `asha`, `asha-model`: `hx.Hyperband.optimize_host` (asynchronous successive
+  halving, each configuration reporting after every unit of budget) with random
+  configurations / drawn by `model = hx.BayesianSearch(**hx.recommended(n_parallel=1))`,
+  run one configuration after another until the budget is spent (a callback stops the
+  search);
 - `tpe-hyperband`, `tpe-sh`: Optuna's `TPESampler` with its `HyperbandPruner` /
   `SuccessiveHalvingPruner` (`min_resource` = min_budget, `reduction_factor` = eta),
   every trial reporting its loss after each unit of budget until it is pruned or
@@ -80,7 +82,16 @@ from robust import provenance  # noqa: E402
 from suite import _H3_A, _H3_P, _H6_A, _H6_P, _H_ALPHA  # noqa: E402
 
 OUT = HERE / "out" / "multifidelity.jsonl"
-CONTESTANTS = ["random", "bo", "hyperband", "bohb", "asha", "tpe-hyperband", "tpe-sh"]
+CONTESTANTS = [
+    "random",
+    "bo",
+    "hyperband",
+    "bohb",
+    "asha",
+    "asha-model",
+    "tpe-hyperband",
+    "tpe-sh",
+]
 # Rows of other code kept in the tables: BOHB's rule (the model fitted to the largest
 # budget with n_params + 1 results, without a budget input), commit 3635b36.
 EXTRA = ["bohb-largest"]
@@ -351,7 +362,7 @@ def _stepper(problem: MFProblem):
     return start
 
 
-def run_asha(problem: MFProblem, seed):
+def run_asha(problem: MFProblem, seed, model=None):
     """`Hyperband.optimize_host` (asynchronous successive halving), one configuration
     after another, each reporting after every unit of budget, until the budget is spent."""
     start = _stepper(problem)
@@ -372,11 +383,17 @@ def run_asha(problem: MFProblem, seed):
             if report(step, value):
                 return
 
-    state, opt = _hyperband(problem)
+    state, opt = _hyperband(problem, model)
     with warnings.catch_warnings():  # the configurations cut off at the end of the budget
         warnings.simplefilter("ignore", RuntimeWarning)
         # More configurations than the budget can train: the budget ends the run.
-        opt.optimize_host(state, jax.random.PRNGKey(seed), objective, n_configurations=B)
+        opt.optimize_host(
+            state,
+            jax.random.PRNGKey(seed),
+            objective,
+            n_configurations=B,
+            callback=lambda *_: len(costs) >= B,
+        )
     return _curve(costs, np.asarray(values), np.asarray(full))
 
 
@@ -443,6 +460,8 @@ def run(contestant, name, seed, problem=None):
         spent, best = run_hyperband(contestant, problem, seed)
     elif contestant == "asha":
         spent, best = run_asha(problem, seed)
+    elif contestant == "asha-model":
+        spent, best = run_asha(problem, seed, hx.BayesianSearch(**hx.recommended(n_parallel=1)))
     else:
         spent, best = run_optuna(contestant, problem, seed)
     return dict(

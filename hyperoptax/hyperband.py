@@ -668,17 +668,19 @@ def _host_state(space: PyTree, X: np.ndarray, ladder: _Ladder) -> HyperbandState
     """Every rung value `ladder` recorded, in the order they came, as a state."""
     with ladder.lock:
         rows = list(ladder.rows)
-    dtype = float_dtype()
-    return HyperbandState(
-        space,
-        jnp.asarray(X[[r[0] for r in rows]].reshape(len(rows), X.shape[1]), dtype),
-        jnp.asarray([r[3] for r in rows], dtype),
-        jnp.asarray([r[2] for r in rows], jnp.int32),
-        jnp.asarray([r[0] for r in rows], jnp.int32),
-        jnp.asarray([ladder.bracket[r[0]] for r in rows], jnp.int32),
-        jnp.asarray([r[1] for r in rows], jnp.int32),
-        jnp.ones((len(rows),), bool),
+    dtype = np.dtype(float_dtype())
+    # NumPy arrays of the final dtypes first: moved to the device as they are, with no
+    # conversion to compile for each new number of rows.
+    columns = (
+        X[[r[0] for r in rows]].reshape(len(rows), X.shape[1]).astype(dtype),
+        np.asarray([r[3] for r in rows], dtype),
+        np.asarray([r[2] for r in rows], np.int32),
+        np.asarray([r[0] for r in rows], np.int32),
+        np.asarray([ladder.bracket[r[0]] for r in rows], np.int32),
+        np.asarray([r[1] for r in rows], np.int32),
+        np.ones((len(rows),), bool),
     )
+    return HyperbandState(space, *(jax.device_put(c) for c in columns))
 
 
 class _Ladder:
