@@ -73,12 +73,13 @@ def main() -> None:
     start = time.perf_counter()
     emit(f"device: {_device()}")
     emit()
+    budget = 8 if args.quick else 30
     emit(
-        "| seeds (Branin, 30 evaluations) | together, filter_vmap (s) | one after another (s) "
-        "| speed-up | first vmapped call incl. compile (s) | peak memory (MiB) |"
+        f"| seeds (Branin, {budget} evaluations) | together, filter_vmap (s) "
+        "| one after another (s) | speed-up | first vmapped call incl. compile (s) "
+        "| peak memory (MiB) |"
     )
     emit("|---|---|---|---|---|---|")
-    budget = 8 if args.quick else 30
     for n in sizes["seeds"]:
         r = _in_fresh_process(f"seeds({n}, {budget}, n_sequential={min(n, 16)})")
         if r is None:

@@ -1,6 +1,7 @@
 """Smoke test: the benchmark code runs on a tiny budget, so it cannot rot."""
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -145,3 +146,25 @@ def test_multifidelity_quick_run_spends_the_budget_and_reports_anytime_curves(tm
     assert mf.regret_at(hb, 1.0) >= 0.0 and math.isinf(mf.regret_at(hb, 0.01))
     text = mf.table(rows)
     assert "| hyperband | 1 |" in text and "| tpe-sh | 1 |" in text
+
+
+def test_device_script_prints_its_table(tmp_path, monkeypatch, capsys):
+    # benchmarks/device.py is meant to run once, on a borrowed GPU: its rows (speed.py's
+    # seeds, latency and branin_total) run here in this process, at the smallest sizes.
+    import device
+    import speed
+
+    in_process = lambda call: eval("speed." + call, {"speed": speed})  # noqa: E731
+    monkeypatch.setattr(device, "_in_fresh_process", in_process)
+    monkeypatch.setitem(device.SIZES, "quick", dict(seeds=[2], observations=[20]))
+    out = tmp_path / "device.md"
+    monkeypatch.setattr(sys, "argv", ["device.py", "--quick", "--out", str(out)])
+    device.main()
+    table = out.read_text()
+    assert table == capsys.readouterr().out
+    assert "| seeds (Branin, 8 evaluations) |" in table and "\n| 2 | " in table
+    assert "\n| 20 | " in table and "failed" not in table
+    assert speed.RECOMMENDED in speed.CONFIGS.values()
+    assert re.search(
+        r"cold start, 50-evaluation Branin `optimize` incl. compilation: [0-9.]+ s", table
+    )
