@@ -664,22 +664,29 @@ def _ignore_result(call: Callable[[], Any]) -> float:
     return 0.0
 
 
-def _host_state(space: PyTree, X: np.ndarray, ladder: _Ladder) -> HyperbandState:
-    """Every rung value `ladder` recorded, in the order they came, as a state."""
+def _host_state(
+    space: PyTree, X: np.ndarray, ladder: _Ladder, n_rows: int | None = None
+) -> HyperbandState:
+    """The rung values `ladder` has recorded, in the order they came, as a state; padded
+    with masked rows to `n_rows` when given (more rows if more arrived meanwhile)."""
     with ladder.lock:
         rows = list(ladder.rows)
+    k = len(rows)
+    n = k if n_rows is None else max(n_rows, k)
     dtype = np.dtype(float_dtype())
-    # NumPy arrays of the final dtypes first: moved to the device as they are, with no
-    # conversion to compile for each new number of rows.
-    columns = (
-        X[[r[0] for r in rows]].reshape(len(rows), X.shape[1]).astype(dtype),
-        np.asarray([r[3] for r in rows], dtype),
-        np.asarray([r[2] for r in rows], np.int32),
-        np.asarray([r[0] for r in rows], np.int32),
-        np.asarray([ladder.bracket[r[0]] for r in rows], np.int32),
-        np.asarray([r[1] for r in rows], np.int32),
-        np.ones((len(rows),), bool),
+    # NumPy arrays of the final dtypes, moved to the device as they are: no conversion
+    # to compile for each new number of rows.
+    X_rows = np.zeros((n, X.shape[1]), dtype)
+    X_rows[:k] = X[[r[0] for r in rows]].reshape(k, X.shape[1])
+    y = np.full((n,), np.nan, dtype)
+    y[:k] = [r[3] for r in rows]
+    ints = np.zeros((4, n), np.int32)
+    ints[:, :k] = (
+        np.asarray([(r[2], r[0], ladder.bracket[r[0]], r[1]) for r in rows], np.int32)
+        .reshape(k, 4)
+        .T
     )
+    columns = (X_rows, y, *ints, np.arange(n) < k)
     return HyperbandState(space, *(jax.device_put(c) for c in columns))
 
 
@@ -825,31 +832,13 @@ class _HostDraws:
         if math.floor((j + 1) * f) > math.floor(j * f):  # a random one
             return x
         with self.ladder.lock:
-            rows = list(self.ladder.rows)
-        k = len(rows)
+            k = len(self.ladder.rows)
         if k < self.need:
             return x
         # Buffers of the next power of two (at least 32) rows: the model's cost follows
         # the rows recorded, and each size compiles once.
         n_rows = max(32, 1 << (k - 1).bit_length())
-        X = np.zeros((n_rows, self.d), x.dtype)
-        y = np.full((n_rows,), np.nan, x.dtype)
-        budget = np.zeros((n_rows,), np.int32)
-        X[:k] = self.configurations[[r[0] for r in rows]]
-        y[:k] = [r[3] for r in rows]
-        budget[:k] = [r[2] for r in rows]
-        mask = np.arange(n_rows) < k
-        zeros = jnp.zeros((n_rows,), jnp.int32)
-        state = HyperbandState(
-            self.space,
-            jnp.asarray(X),
-            jnp.asarray(y),
-            jnp.asarray(budget),
-            zeros,
-            zeros,
-            zeros,
-            jnp.asarray(mask),
-        )
+        state = _host_state(self.space, self.configurations, self.ladder, n_rows)
         slots = max(1, self.model.n_parallel - 1)
         pending = np.zeros((slots, self.d), x.dtype)
         pending[: len(running)] = running[:slots]
