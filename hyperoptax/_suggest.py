@@ -123,8 +123,7 @@ def _pick(
     post,
     unit,
     y_best,
-    X,
-    m,
+    data,
     x_best,
     key,
     use_gp,
@@ -134,21 +133,43 @@ def _pick(
 
     While `use_gp` is false it is the first (uniformly random) candidate instead. Columns
     where `fixed` is a number stay at that value (the score sees them pinned, so their
-    gradient is zero and the refinement leaves them).
+    gradient is zero and the refinement leaves them). `data` holds the observations
+    `post` is conditioned on.
     """
 
-    def score(Xq):
+    def score_on(post, Xq):
         return _score(search, kernel, post, unit, y_best, _pinned(fixed, Xq))
 
+    def score(Xq):
+        return score_on(post, Xq)
+
+    X, m = data.X, data.mask
     cands = _snap(flat, candidates(key, x_best, search.n_candidates, flat.n_params))
     cands = _pinned(fixed, cands)
     s_c = _penalised(flat, score(cands), cands, X, m)
     if search.n_restarts > 0 and search.n_lbfgs_steps > 0:
         starts = cands[restart_indices(s_c, search.n_restarts)]
-        refined, s_r = gp.maximize_acquisition(score, starts, search.n_lbfgs_steps)
+        local = X.shape[0] > gp.MAX_REFINE_POINTS
+        if local:
+            # Each start refined on the posterior of its nearest observations (the whole
+            # buffer is most of a suggestion's cost at many observations), the result
+            # scored on the whole posterior below: the local model proposes, the
+            # model of every observation decides.
+            def refine(x0):
+                near = gp.nearest(data, x0, post.params.log_length_scale, gp.MAX_LOCAL_POINTS)
+                local_post = gp.fit(kernel, post.params, near, search.jitter, post.mean)
+                x, _ = gp.maximize_acquisition(
+                    lambda Xq: score_on(local_post, Xq), x0[None, :], search.n_lbfgs_steps
+                )
+                return x[0]
+
+            refined = jax.vmap(refine)(starts)
+        else:
+            refined, s_r = gp.maximize_acquisition(score, starts, search.n_lbfgs_steps)
         refined = _pinned(fixed, refined)
         if flat.integer.any():  # snapping moves the point: score it where it will be evaluated
             refined = _snap(flat, refined)
+        if local or flat.integer.any():
             s_r = _penalised(flat, score(refined), refined, X, m)
         cands = jnp.concatenate([cands, refined])
         s_c = jnp.concatenate([s_c, jnp.where(jnp.isnan(s_r), -jnp.inf, s_r)])
@@ -221,8 +242,7 @@ def believer_batch(
             post,
             unit,
             y_best,
-            data.X,
-            data.mask,
+            data,
             x_best,
             k_cand,
             use_gp,

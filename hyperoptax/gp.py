@@ -35,6 +35,7 @@ __all__ = [
     "prior_mode",
     "fit_hyperparameters",
     "spread_subset",
+    "nearest",
     "maximize_acquisition",
 ]
 
@@ -56,6 +57,14 @@ LOG_NOISE_MAX = math.log(0.5)
 # length scales, output scale and noise as well as more do (benchmarks/RESULTS.md,
 # "Speed"). Buffers of at most this size are fitted whole.
 MAX_FIT_POINTS = 128
+# The L-BFGS refinement of an acquisition start models the acquisition on the
+# `MAX_LOCAL_POINTS` observations nearest the start once the buffer holds more than
+# `MAX_REFINE_POINTS` rows: each step of a refinement on the whole buffer reads the
+# n x n factor twice, which made it most of a suggestion's time at many observations.
+# Up to `MAX_REFINE_POINTS` rows the whole posterior costs no more than the
+# neighbourhoods (benchmarks/RESULTS.md, "Speed").
+MAX_LOCAL_POINTS = 64
+MAX_REFINE_POINTS = 256
 
 
 class GPParams(eqx.Module):
@@ -379,6 +388,21 @@ def spread_subset(data: Dataset, m: int) -> Dataset:
     rows = jnp.searchsorted(jnp.cumsum(data.mask), ranks + 1)
     rows = jnp.minimum(rows, data.X.shape[0] - 1)
     return Dataset(data.X[rows], data.y[rows], i < n_obs)
+
+
+def nearest(
+    data: Dataset, x: Float[Array, " d"], log_length_scale: Float[Array, " d"], m: int
+) -> Dataset:
+    """A dataset of the `m` rows of `data` nearest `x`, observed rows first.
+
+    Distances are measured in length scales. With at most `m` observed rows it holds
+    all of them (and masked padding). A posterior on these rows is, near `x`, close to
+    the posterior on all of them: with a Matern or RBF kernel the nearest observations
+    screen off the far ones.
+    """
+    d2 = jnp.sum(((data.X - x[None, :]) * jnp.exp(-log_length_scale)[None, :]) ** 2, axis=1)
+    rows = jax.lax.top_k(jnp.where(data.mask, -d2, -jnp.inf), m)[1]
+    return Dataset(data.X[rows], data.y[rows], data.mask[rows])
 
 
 @typecheck

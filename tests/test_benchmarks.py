@@ -168,3 +168,12 @@ def test_device_script_prints_its_table(tmp_path, monkeypatch, capsys):
     assert re.search(
         r"cold start, 50-evaluation Branin `optimize` incl. compilation: [0-9.]+ s", table
     )
+
+
+def test_long_search_script_runs_the_neighbourhood_refinement(capsys):
+    # benchmarks/long.py --quick: a search in a buffer longer than gp.MAX_REFINE_POINTS.
+    import long
+
+    long.main(["--quick"])
+    m = re.search(r"regret ([0-9.e+-]+) after 20 evaluations", capsys.readouterr().out)
+    assert m and math.isfinite(float(m.group(1))) and float(m.group(1)) >= 0.0

@@ -236,3 +236,24 @@ def test_cholesky_under_vmap_factorises_one_matrix_at_a_time_and_differentiates(
         jax.vmap(jax.grad(loss(jnp.linalg.cholesky)))(K),
     )
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_nearest_takes_the_observed_rows_nearest_in_length_scales():
+    n = 30
+    Xs = jax.random.uniform(jax.random.PRNGKey(3), (n, D))
+    mask = jnp.arange(n) % 5 != 0  # 24 observed rows
+    x = jnp.array([0.5, 0.5])
+    # The second coordinate's length scale is 10x shorter: distances are mostly along it.
+    lls = jnp.log(jnp.array([1.0, 0.1]))
+    near = gp.nearest(gp.Dataset(Xs, jnp.arange(n, dtype=jnp.float32), mask), x, lls, 6)
+    d2 = np.sum(((np.asarray(Xs) - 0.5) / np.array([1.0, 0.1])) ** 2, axis=1)
+    d2[~np.asarray(mask)] = np.inf
+    expected = np.argsort(d2)[:6]
+    assert bool(near.mask.all())
+    np.testing.assert_array_equal(np.sort(np.asarray(near.y)), np.sort(expected))
+    np.testing.assert_array_equal(near.X, Xs[np.asarray(near.y).astype(int)])
+    # Room for more than the observed rows: all of them, the rest masked out.
+    small = gp.nearest(gp.Dataset(Xs, jnp.arange(n, dtype=jnp.float32), mask), x, lls, 28)
+    assert int(small.mask.sum()) == 24
+    observed = np.flatnonzero(np.asarray(mask))
+    np.testing.assert_array_equal(np.sort(np.asarray(small.y)[np.asarray(small.mask)]), observed)
