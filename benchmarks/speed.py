@@ -2,7 +2,7 @@
 
     python benchmarks/speed.py                       # every table (about 10 minutes)
     python benchmarks/speed.py --only latency        # one table: latency, observations,
-                                                     #   parameters, seeds, branin
+                                                     #   batches, parameters, seeds, branin
     python benchmarks/speed.py --quick               # small sizes, a smoke run
 
 Each configuration runs in a fresh process, so "first call" includes tracing and XLA
@@ -101,6 +101,22 @@ def latency(d, n_obs, config, reps=20, mixed=False):
     return dict(
         first_suggest=first, first_update=first_u, suggest=g, update=u, peak_bytes=peak_bytes()
     )
+
+
+def batch_latency(n_obs, n_parallel, reps=5):
+    """Steady time of one `get_next_params` batch of `n_parallel` (6-D, recommended
+    settings for that batch size, `n_obs` observations): the Kriging Believer's picks."""
+    import jax
+
+    import hyperoptax as hx
+
+    kw = hx.recommended(n_parallel=n_parallel)
+    state, opt = filled_state(6, n_obs, n_obs + n_parallel, **kw)
+    key = jax.random.PRNGKey(0)
+    t = time.perf_counter()
+    _block(opt.get_next_params(state, key))
+    first = time.perf_counter() - t
+    return dict(first=first, suggest=timed(lambda: opt.get_next_params(state, key), reps))
 
 
 def peak_bytes():
@@ -252,7 +268,16 @@ def _in_fresh_process(call: str, cache_dir: str | None = None) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument(
-        "--only", choices=["latency", "observations", "parameters", "seeds", "branin", "checkpoint"]
+        "--only",
+        choices=[
+            "latency",
+            "observations",
+            "batches",
+            "parameters",
+            "seeds",
+            "branin",
+            "checkpoint",
+        ],
     )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
@@ -294,6 +319,20 @@ def main():
                 for n in ([20, 50] if args.quick else [50, 200, 1000, 5000])
             ],
         )
+    if want("batches"):
+        print(
+            "\n| observations | batch (`n_parallel`) | first batch (s) | batch (ms) "
+            "| per pick (ms) |"
+        )
+        print("|---|---|---|---|---|")
+        sizes = [(20, 4)] if args.quick else [(100, 4), (300, 27), (1000, 4), (1000, 16)]
+        for n, b in sizes:
+            r = _in_fresh_process(f"batch_latency({n}, {b})")
+            print(
+                f"| {n} | {b} | {r['first']:.2f} | {r['suggest'] * ms:.1f} | "
+                f"{r['suggest'] * ms / b:.1f} |",
+                flush=True,
+            )
     if want("parameters"):
         latency_table(
             "parameters (100 observations, recommended)",
