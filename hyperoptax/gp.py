@@ -235,6 +235,39 @@ def _cholesky(K, jitter):
     )
 
 
+# XLA's CPU triangular solve with one right-hand side slows down faster than the square
+# of the factor's rows (memory access, not arithmetic: 2.5-3.6 ms at 1000 rows, 150-180
+# ms at 5000, against 6 ms for a matrix-vector product with the same factor). Against
+# a factor of more than `SOLVE_BLOCK` rows a vector is solved in blocks of that many
+# rows, the off-diagonal parts as matrix-vector products: about 4x faster at 1000 and
+# at 5000 rows (benchmarks/RESULTS.md, "Speed"). Smaller factors use XLA's solve.
+SOLVE_BLOCK = 256
+
+
+def _solve_vector(L, b, transpose: bool = False):
+    """`L^-1 b`, or `L^-T b` if `transpose`, for a lower-triangular `L` and a vector `b`."""
+    n = L.shape[0]
+    starts = list(range(0, n, SOLVE_BLOCK))
+    ends = [min(n, s + SOLVE_BLOCK) for s in starts]
+    x: dict[int, Array] = {}
+    for i in reversed(range(len(starts))) if transpose else range(len(starts)):
+        s, e = starts[i], ends[i]
+        rhs = b[s:e]
+        if transpose and e < n:
+            rhs = rhs - jnp.concatenate([x[j] for j in range(i + 1, len(starts))]) @ L[e:, s:e]
+        elif not transpose and s > 0:
+            rhs = rhs - L[s:e, :s] @ jnp.concatenate([x[j] for j in range(i)])
+        x[i] = jax.scipy.linalg.solve_triangular(L[s:e, s:e], rhs, lower=True, trans=int(transpose))
+    return jnp.concatenate([x[i] for i in range(len(starts))])
+
+
+def _cho_solve(L, b):
+    """`(L L^T)^-1 b` for a vector `b`."""
+    if L.shape[0] <= SOLVE_BLOCK:
+        return jax.scipy.linalg.cho_solve((L, True), b)
+    return _solve_vector(L, _solve_vector(L, b), transpose=True)
+
+
 @typecheck
 def fit(
     kernel: BaseKernel,
@@ -248,7 +281,7 @@ def fit(
     L = _cholesky(_masked_gram(kernel, params, X, mask, jitter), effective_jitter(jitter, X.dtype))
     # Triangular solves rather than an explicit inverse: float32 needs the accuracy
     # to resolve the objective near the optimum.
-    alpha = jax.scipy.linalg.cho_solve((L, True), _residuals(data, mean).y)
+    alpha = _cho_solve(L, _residuals(data, mean).y)
     return Posterior(X, mask, L, alpha, params, mean)
 
 

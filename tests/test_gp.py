@@ -257,3 +257,27 @@ def test_nearest_takes_the_observed_rows_nearest_in_length_scales():
     assert int(small.mask.sum()) == 24
     observed = np.flatnonzero(np.asarray(mask))
     np.testing.assert_array_equal(np.sort(np.asarray(small.y)[np.asarray(small.mask)]), observed)
+
+
+def test_long_factors_solve_vectors_in_blocks_as_xla_does():
+    # A whole block of `SOLVE_BLOCK` rows and a partial one, masked gaps inside.
+    n = gp.SOLVE_BLOCK + 44
+    Xl = jax.random.uniform(jax.random.PRNGKey(4), (n, D))
+    yl = jnp.sin(6 * Xl[:, 0]) * jnp.cos(3 * Xl[:, 1])
+    mask = (jnp.arange(n) % 7 != 3) & (jnp.arange(n) < n - 20)
+    b = jax.random.normal(jax.random.PRNGKey(5), (n,))
+
+    @jax.jit
+    def solves(data, b):
+        post = gp.fit(KERNEL, params(ls=0.2, noise=1e-3), data, 1e-6)
+        L = post.chol
+        ours = (post.alpha, gp._solve_vector(L, b), gp._solve_vector(L, b, True))
+        xla = (
+            jax.scipy.linalg.cho_solve((L, True), jnp.where(data.mask, data.y, 0.0)),
+            jax.scipy.linalg.solve_triangular(L, b, lower=True),
+            jax.scipy.linalg.solve_triangular(L, b, lower=True, trans=1),
+        )
+        return ours, xla
+
+    for a, e in zip(*solves(gp.Dataset(Xl, yl, mask), b), strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * float(jnp.abs(e).max()))
