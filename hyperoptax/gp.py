@@ -247,18 +247,17 @@ SOLVE_BLOCK = 256
 def _solve_vector(L, b, transpose: bool = False):
     """`L^-1 b`, or `L^-T b` if `transpose`, for a lower-triangular `L` and a vector `b`."""
     n = L.shape[0]
-    starts = list(range(0, n, SOLVE_BLOCK))
-    ends = [min(n, s + SOLVE_BLOCK) for s in starts]
-    x: dict[int, Array] = {}
-    for i in reversed(range(len(starts))) if transpose else range(len(starts)):
-        s, e = starts[i], ends[i]
-        rhs = b[s:e]
-        if transpose and e < n:
-            rhs = rhs - jnp.concatenate([x[j] for j in range(i + 1, len(starts))]) @ L[e:, s:e]
-        elif not transpose and s > 0:
-            rhs = rhs - L[s:e, :s] @ jnp.concatenate([x[j] for j in range(i)])
-        x[i] = jax.scipy.linalg.solve_triangular(L[s:e, s:e], rhs, lower=True, trans=int(transpose))
-    return jnp.concatenate([x[i] for i in range(len(starts))])
+    starts = range(0, n, SOLVE_BLOCK)
+    solved = b[:0]  # the solution's part found so far: the rows above (below) the block
+    for s in reversed(starts) if transpose else starts:
+        e = min(n, s + SOLVE_BLOCK)
+        if transpose:
+            rhs = b[s:e] - solved @ L[e:, s:e]
+        else:
+            rhs = b[s:e] - L[s:e, :s] @ solved
+        x = jax.scipy.linalg.solve_triangular(L[s:e, s:e], rhs, lower=True, trans=int(transpose))
+        solved = jnp.concatenate([x, solved] if transpose else [solved, x])
+    return solved
 
 
 def _cho_solve(L, b):
