@@ -316,7 +316,7 @@ def main():
             "observations (6-D, recommended)",
             [
                 (f"{n}", f"latency(6, {n}, 'recommended', reps={5 if n >= 1000 else 20})")
-                for n in ([20, 50] if args.quick else [50, 200, 1000, 5000])
+                for n in ([20, 50] if args.quick else [50, 200, 300, 1000, 5000])
             ],
         )
     if want("batches"):

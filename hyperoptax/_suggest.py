@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtri
@@ -129,7 +130,8 @@ def _pick(
     use_gp,
     fixed=None,
 ):
-    """One point: the best of the candidates and of their L-BFGS refinements.
+    """One point: the best of the candidates and of their L-BFGS refinements, all scored
+    on the posterior `post` of every observation (a long buffer uses `_pick_local`).
 
     While `use_gp` is false it is the first (uniformly random) candidate instead. Columns
     where `fixed` is a number stay at that value (the score sees them pinned, so their
@@ -149,31 +151,96 @@ def _pick(
     s_c = _penalised(flat, score(cands), cands, X, m)
     if search.n_restarts > 0 and search.n_lbfgs_steps > 0:
         starts = cands[restart_indices(s_c, search.n_restarts)]
-        local = X.shape[0] > gp.MAX_REFINE_POINTS
-        if local:
-            # Each start refined on the posterior of its nearest observations (the whole
-            # buffer is most of a suggestion's cost at many observations), the result
-            # scored on the whole posterior below: the local model proposes, the
-            # model of every observation decides.
-            def refine(x0):
-                near = gp.nearest(data, x0, post.params.log_length_scale, gp.MAX_LOCAL_POINTS)
-                local_post = gp.fit(kernel, post.params, near, search.jitter, post.mean)
-                x, _ = gp.maximize_acquisition(
-                    lambda Xq: score_on(local_post, Xq), x0[None, :], search.n_lbfgs_steps
-                )
-                return x[0]
-
-            refined = jax.vmap(refine)(starts)
-        else:
-            refined, s_r = gp.maximize_acquisition(score, starts, search.n_lbfgs_steps)
+        refined, s_r = gp.maximize_acquisition(score, starts, search.n_lbfgs_steps)
         refined = _pinned(fixed, refined)
         if flat.integer.any():  # snapping moves the point: score it where it will be evaluated
             refined = _snap(flat, refined)
-        if local or flat.integer.any():
             s_r = _penalised(flat, score(refined), refined, X, m)
         cands = jnp.concatenate([cands, refined])
         s_c = jnp.concatenate([s_c, jnp.where(jnp.isnan(s_r), -jnp.inf, s_r)])
     return jnp.where(use_gp, cands[jnp.argmax(s_c)], cands[0])
+
+
+class _Local(eqx.Module):
+    """The model of a long buffer, read through neighbourhoods (no whole posterior).
+
+    Beyond `gp.MAX_REFINE_POINTS` rows a whole posterior costs a factorisation of the
+    buffer, O(n^3), and one triangular solve per scored point against its n x n factor:
+    most of a suggestion's time at 1000 observations, all of it at 5000. Near a point,
+    a GP conditioned on the observations nearest it (in length scales) is close to the
+    one conditioned on all of them, because with a Matern or RBF kernel the nearest
+    observations screen off the far ones (local approximate GPs: Gramacy and Apley,
+    2015). So every point that can be picked is scored on the posterior of its own
+    `gp.LOCAL_SCORE_POINTS` nearest observations, and the candidates are ranked first on
+    two cheaper models to choose which ones to score that way (`_pick_local`).
+    """
+
+    kernel: BaseKernel
+    params: gp.GPParams
+    mean: gp.BoundaryMean
+    data: gp.Dataset
+    jitter: float | Array
+
+    def near(self, x, m: int) -> gp.Posterior:
+        """The posterior on the `m` observations nearest `x`."""
+        near = gp.nearest(self.data, x, self.params.log_length_scale, m)
+        return gp.fit(self.kernel, self.params, near, self.jitter, self.mean)
+
+    def incumbent(self) -> Array:
+        """`incumbent` of the neighbourhood of the best result (`-inf` without one)."""
+        y = jnp.where(self.data.mask, self.data.y, -jnp.inf)
+        x = self.data.X[jnp.argmax(y)]
+        near = gp.nearest(self.data, x, self.params.log_length_scale, gp.MAX_REFINE_POINTS)
+        post = gp.fit(self.kernel, self.params, near, self.jitter, self.mean)
+        return incumbent(post, near.y, self.jitter)
+
+
+def _pick_local(
+    search: BayesianSearch, flat: FlatSpace, model: _Local, unit, y_best, x_best, key, use_gp, fixed
+):
+    """`_pick` for a long buffer (`_Local`).
+
+    The uniform candidates are ranked on the posterior of `gp.MAX_REFINE_POINTS`
+    observations spread over the buffer (`gp.spread_subset`: the coarse shape of the
+    objective), the candidates around the incumbent on the posterior of the incumbent's
+    `gp.MAX_REFINE_POINTS` nearest observations. The best of each part (as
+    `restart_indices` chooses them, at least one) are refined by L-BFGS on the posterior
+    of their `gp.MAX_LOCAL_POINTS` nearest observations. The starts and the refined
+    points are then scored alike, each on the posterior of the `gp.LOCAL_SCORE_POINTS`
+    observations nearest it, and the best score is the pick: a refinement can leave the
+    neighbourhood it was refined on, where that small model knows nothing, and a start
+    must be able to win against it.
+    """
+
+    def score_on(post, Xq):
+        return _score(search, model.kernel, post, unit, y_best, _pinned(fixed, Xq))
+
+    X, m = model.data.X, model.data.mask
+    cands = _snap(flat, candidates(key, x_best, search.n_candidates, flat.n_params))
+    cands = _pinned(fixed, cands)
+    n_uniform = cands.shape[0] - _n_local(cands.shape[0])
+    spread = gp.spread_subset(model.data, gp.MAX_REFINE_POINTS)
+    coarse = gp.fit(model.kernel, model.params, spread, model.jitter, model.mean)
+    around = model.near(x_best, gp.MAX_REFINE_POINTS)
+    s_c = jnp.concatenate(
+        [score_on(coarse, cands[:n_uniform]), score_on(around, cands[n_uniform:])]
+    )
+    starts = cands[restart_indices(_penalised(flat, s_c, cands, X, m), max(search.n_restarts, 1))]
+
+    def refine(x0):
+        post = model.near(x0, gp.MAX_LOCAL_POINTS)
+        x, _ = gp.maximize_acquisition(
+            lambda Xq: score_on(post, Xq), x0[None, :], search.n_lbfgs_steps
+        )
+        return _snap(flat, _pinned(fixed, x))[0]
+
+    def final_score(x):
+        return score_on(model.near(x, gp.LOCAL_SCORE_POINTS), x[None, :])[0]
+
+    picks = jnp.concatenate([starts, jax.vmap(refine)(starts)])
+    s = jax.vmap(final_score)(picks)
+    s = _penalised(flat, jnp.where(jnp.isnan(s), -jnp.inf, s), picks, X, m)
+    return jnp.where(use_gp, picks[jnp.argmax(s)], cands[0])
 
 
 def believer_batch(
@@ -211,6 +278,8 @@ def believer_batch(
     def believe(data, post, y_best, x, slot, key, real=True):
         """`data` with a pseudo-observation from `hallucination` at `x`, in `slot`
         (masked out unless `real`)."""
+        if local:
+            post = post.near(x, gp.LOCAL_SCORE_POINTS)
         mean, std = gp.predict(kernel, post, x[None, :])
         # A scalar; hallucinations written for hyperoptax 0.2.0 return shape (1,).
         h = unit * jnp.reshape(
@@ -220,7 +289,13 @@ def believer_batch(
             data.X.at[slot].set(x), data.y.at[slot].set(h), data.mask.at[slot].set(real)
         )
 
+    # Beyond `gp.MAX_REFINE_POINTS` rows the model is read through neighbourhoods.
+    local = n_max + n_pending + P > gp.MAX_REFINE_POINTS
+
     def fit(data):
+        if local:
+            model = _Local(kernel, params, prior_mean, data, search.jitter)
+            return model, model.incumbent()
         post = gp.fit(kernel, params, data, search.jitter, prior_mean)
         # The believer takes its pseudo-observations for real: a hallucinated value
         # above the best becomes the incumbent the next picks must beat.
@@ -235,6 +310,9 @@ def believer_batch(
         j, k = inputs
         k_cand, k_hall = jax.random.split(k)
         post, y_best = fit(data)
+        if local:
+            x = _pick_local(search, flat, post, unit, y_best, x_best, k_cand, use_gp, fixed)
+            return believe(data, post, y_best, x, n_max + n_pending + j, k_hall), x
         x = _pick(
             search,
             flat,

@@ -57,13 +57,17 @@ LOG_NOISE_MAX = math.log(0.5)
 # length scales, output scale and noise as well as more do (benchmarks/RESULTS.md,
 # "Speed"). Buffers of at most this size are fitted whole.
 MAX_FIT_POINTS = 128
-# The L-BFGS refinement of an acquisition start models the acquisition on the
-# `MAX_LOCAL_POINTS` observations nearest the start once the buffer holds more than
-# `MAX_REFINE_POINTS` rows: each step of a refinement on the whole buffer reads the
-# n x n factor twice, which made it most of a suggestion's time at many observations.
-# Up to `MAX_REFINE_POINTS` rows the whole posterior costs no more than the
-# neighbourhoods (benchmarks/RESULTS.md, "Speed").
+# In a buffer of more than `MAX_REFINE_POINTS` rows a suggestion reads the model
+# through neighbourhoods (`_suggest._Local`): candidates ranked on posteriors of
+# `MAX_REFINE_POINTS` observations, the best of them refined on the posterior of their
+# `MAX_LOCAL_POINTS` nearest observations, and starts and refined points scored on the
+# posterior of the `LOCAL_SCORE_POINTS` nearest each. The whole posterior costs an
+# O(n^3) factorisation and a solve against its n x n factor per scored point, most of
+# a suggestion's time at 1000 observations and nearly all of it at 5000; up to
+# `MAX_REFINE_POINTS` rows it costs no more than the neighbourhoods
+# (benchmarks/RESULTS.md, "Where a suggestion's time goes at 1000 observations").
 MAX_LOCAL_POINTS = 64
+LOCAL_SCORE_POINTS = 128
 MAX_REFINE_POINTS = 256
 
 

@@ -641,9 +641,45 @@ def test_a_parameter_written_off_early_comes_back_when_the_data_show_its_effect(
     assert 0.02 < float(x0[0]) < 0.98, x0
 
 
+def _written(state, X, y, length_scale):
+    """`state` with the results `y` at `X` in its first slots and fixed length scales,
+    written in place (no fit to compile)."""
+    n = X.shape[0]
+    return eqx.tree_at(
+        lambda s: (s.X, s.y, s.mask, s.log_length_scale),
+        state,
+        (
+            state.X.at[:n].set(X),
+            state.y.at[:n].set(y),
+            state.mask.at[:n].set(True),
+            jnp.log(jnp.full(X.shape[1], length_scale)),
+        ),
+    )
+
+
+def test_a_long_buffer_suggests_what_the_whole_posterior_does_while_neighbourhoods_hold_it():
+    # A buffer longer than `gp.MAX_REFINE_POINTS` reads the model through
+    # neighbourhoods (`_suggest._Local`). While the neighbourhoods hold every
+    # observation they are the whole posterior, so a long buffer must pick what a short
+    # one with the same 40 results picks: a believer's batch of three (its first pick
+    # is what a batch of one picks; the others follow the pseudo-observations).
+    space = {"x0": hx.LinearSpace(0.0, 1.0), "x1": hx.LinearSpace(0.0, 1.0)}
+    X = jax.random.uniform(jax.random.PRNGKey(6), (40, 2))
+    y = (X[:, 0] - 0.3) ** 2 + (X[:, 1] - 0.7) ** 2 + 0.1 * jnp.sin(9.0 * X[:, 0])
+    picks = []
+    for n_max in (43, hx.gp.MAX_REFINE_POINTS + 8):
+        kw = {**hx.recommended(n_parallel=3), "n_candidates": 64}
+        state, opt = hx.BayesianSearch.init(space, n_max=n_max, maximize=False, **kw)
+        x = opt.get_next_params(_written(state, X, y, 0.3), KEY)
+        picks.append(np.stack([np.asarray(x["x0"]), np.asarray(x["x1"])], axis=1))
+    assert picks[0].shape == (3, 2)
+    assert np.unique(np.round(picks[0], 3), axis=0).shape[0] == 3, picks[0]
+    np.testing.assert_allclose(picks[1], picks[0], atol=2e-3)
+
+
 def test_a_long_buffer_refines_on_neighbourhoods_and_finds_the_gap():
-    # A buffer longer than `gp.MAX_REFINE_POINTS` refines each start on its nearest
-    # observations (`gp.nearest`) and lets the whole posterior decide. 200 results of a
+    # A buffer longer than `gp.MAX_REFINE_POINTS` scores and refines its candidates on
+    # the posteriors of their nearest observations (`gp.nearest`). 200 results of a
     # bowl with none within 0.1 of its minimum at (0.3, 0.7): the suggestion fills that
     # gap, closer to the minimum than any observation.
     space = {"x0": hx.LinearSpace(0.0, 1.0), "x1": hx.LinearSpace(0.0, 1.0)}
@@ -655,18 +691,7 @@ def test_a_long_buffer_refines_on_neighbourhoods_and_finds_the_gap():
     gap = jnp.hypot(X[:, 0] - 0.3, X[:, 1] - 0.7)
     X = X[np.flatnonzero(np.asarray(gap > 0.1))[:200]]
     y = (X[:, 0] - 0.3) ** 2 + (X[:, 1] - 0.7) ** 2
-    # Written in place with fixed length scales (no fit to compile).
-    state = eqx.tree_at(
-        lambda s: (s.X, s.y, s.mask, s.log_length_scale),
-        state,
-        (
-            state.X.at[:200].set(X),
-            state.y.at[:200].set(y),
-            state.mask.at[:200].set(True),
-            jnp.log(jnp.full(2, 0.5)),
-        ),
-    )
-    x = opt.get_next_params(state, KEY)
+    x = opt.get_next_params(_written(state, X, y, 0.5), KEY)
     # Candidates alone land a few hundredths away; the refinement reaches the minimum.
     dist = float(jnp.hypot(x["x0"][0] - 0.3, x["x1"][0] - 0.7))
     assert dist < 0.01, (dist, x)
