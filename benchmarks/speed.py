@@ -99,7 +99,12 @@ def latency(d, n_obs, config, reps=20, mixed=False):
     g = timed(lambda: opt.get_next_params(state, key), reps)
     u = timed(lambda: opt.update_state(state, key, res, params), max(3, reps // 4))
     return dict(
-        first_suggest=first, first_update=first_u, suggest=g, update=u, peak_bytes=peak_bytes()
+        first_suggest=first,
+        first_update=first_u,
+        suggest=g,
+        update=u,
+        peak_bytes=peak_bytes(),
+        peak_rss=peak_rss(),
     )
 
 
@@ -117,6 +122,14 @@ def batch_latency(n_obs, n_parallel, reps=5):
     _block(opt.get_next_params(state, key))
     first = time.perf_counter() - t
     return dict(first=first, suggest=timed(lambda: opt.get_next_params(state, key), reps))
+
+
+def peak_rss():
+    """This process's peak resident memory in bytes (compilation included): what the CPU
+    reports where JAX's device statistics do not."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def peak_bytes():
@@ -289,13 +302,17 @@ def main():
 
     def latency_table(title, rows):
         """One latency table: `rows` is [(first cells, call in a fresh process)]."""
-        print(f"\n| {title} | first suggest (s) | first update (s) | suggest (ms) | update (ms) |")
-        print("|---" * (len(title.split(" | ")) + 4) + "|")
+        print(
+            f"\n| {title} | first suggest (s) | first update (s) | suggest (ms) | update (ms) "
+            "| peak RSS (MiB) |"
+        )
+        print("|---" * (len(title.split(" | ")) + 5) + "|")
         for cells, call in rows:
             r = _in_fresh_process(call)
             print(
                 f"| {cells} | {r['first_suggest']:.2f} | {r['first_update']:.2f} | "
-                f"{r['suggest'] * ms:.1f} | {r['update'] * ms:.1f} |",
+                f"{r['suggest'] * ms:.1f} | {r['update'] * ms:.1f} | "
+                f"{r['peak_rss'] / 2**20:.0f} |",
                 flush=True,
             )
 
