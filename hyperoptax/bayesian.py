@@ -542,12 +542,13 @@ def suggest_raw(
     n_finite = jnp.sum(state.mask & jnp.isfinite(state.y))
     use_gp = (n_obs >= search.n_warmup * search.n_parallel) & (n_finite >= 1)
     z, unit = model_targets(state.y, state.mask, search.maximize, flat.n_params)
+    key, k_ls = jax.random.split(key)
     batch = believer_batch(
         search,
         flat,
         _model_kernel(search, flat),
         _mean(flat),
-        _gp_params(state),
+        gp.drawn_length_scales(_gp_params(state), k_ls),
         _dataset(flat, state, z),
         unit,
         key,

@@ -71,6 +71,11 @@ LOCAL_SCORE_POINTS = 128
 MAX_REFINE_POINTS = 256
 
 
+# The standard deviation, in log space, of the length scales a suggestion's acquisition
+# sees around the fitted ones (`drawn_length_scales`).
+LENGTH_SCALE_DRAW = 0.5
+
+
 class GPParams(eqx.Module):
     """GP hyperparameters in log space: ARD length scales, output scale (std), noise variance."""
 
@@ -101,6 +106,26 @@ def effective_jitter(jitter, dtype):
     if not is_f64(dtype):
         return jitter
     return jitter * float(jnp.finfo(dtype).eps / jnp.finfo(jnp.float32).eps)
+
+
+def drawn_length_scales(params: GPParams, key) -> GPParams:
+    """`params` with each log length scale moved by `LENGTH_SCALE_DRAW` times a standard
+    normal draw: the model a suggestion's acquisition uses.
+
+    A fitted length scale is one value of a posterior that can be wide. Where a search
+    has stopped varying a parameter, the observations no longer inform its length
+    scale, the fit keeps it where the prior puts it, and a long one makes the model
+    certain that moving the parameter changes little, so the search never moves it
+    again: noisy Branin's runs that sat on the face beside its third minimum for
+    their last fifty evaluations (benchmarks/RESULTS.md, "Length scales drawn for each
+    suggestion"). Drawing the length scales afresh for each suggestion, a step of
+    Thompson sampling over the hyperparameters, lets some suggestions see a shorter one
+    and look where the fit alone would not; over many suggestions the acquisition
+    averages over length scales near the fit instead of trusting one value.
+    """
+    ls = params.log_length_scale
+    eps = jax.random.normal(key, ls.shape, ls.dtype)
+    return GPParams(ls + LENGTH_SCALE_DRAW * eps, params.log_output_scale, params.log_noise)
 
 
 def diagonal(params: GPParams, jitter, dtype):
