@@ -404,9 +404,13 @@ def test_optimize_scan_vmaps_over_seeds(branin_opt):
     assert rh.shape == (3, 4, 3) and ph["x1"].shape == (3, 4, 3)
     assert final.y.shape == (3, 12)
     assert not np.allclose(rh[0], rh[1])
-    single, (_, r0) = opt.optimize_scan(state, keys[0], branin)
-    # Same search; float32 batching changes rounding in the L-BFGS refinement only.
-    np.testing.assert_allclose(rh[0], r0, rtol=1e-3)
+    single, (p0, r0) = opt.optimize_scan(state, keys[0], branin)
+    # Same search: every configuration the same up to float32 rounding, which batching
+    # changes in the L-BFGS refinement (a few 1e-5 of the 15-wide intervals; on
+    # Branin's steep slopes that moves a result by up to 1e-3 of its value).
+    for name in ("x1", "x2"):
+        np.testing.assert_allclose(ph[name][0], p0[name], atol=2e-3)
+    np.testing.assert_allclose(rh[0], r0, rtol=3e-3)
 
 
 @pytest.fixture(scope="module")
@@ -691,7 +695,12 @@ def test_a_long_buffer_refines_on_neighbourhoods_and_finds_the_gap():
     gap = jnp.hypot(X[:, 0] - 0.3, X[:, 1] - 0.7)
     X = X[np.flatnonzero(np.asarray(gap > 0.1))[:200]]
     y = (X[:, 0] - 0.3) ** 2 + (X[:, 1] - 0.7) ** 2
-    x = opt.get_next_params(_written(state, X, y, 0.5), KEY)
-    # Candidates alone land a few hundredths away; the refinement reaches the minimum.
-    dist = float(jnp.hypot(x["x0"][0] - 0.3, x["x1"][0] - 0.7))
-    assert dist < 0.01, (dist, x)
+    state = _written(state, X, y, 0.5)
+    dist = []
+    for key in jax.random.split(KEY, 9):
+        x = opt.get_next_params(state, key)
+        dist.append(float(jnp.hypot(x["x0"][0] - 0.3, x["x1"][0] - 0.7)))
+    # Every suggestion fills the gap; candidates alone land a few hundredths away, the
+    # refinement reaches the minimum (each suggestion draws its own length scales, so
+    # where the model puts the minimum moves a little from one to the next).
+    assert max(dist) < 0.05 and np.median(dist) < 0.01, dist

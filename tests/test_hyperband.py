@@ -527,11 +527,12 @@ def test_asha_resumes_from_its_checkpoint(tmp_path, model_run, with_model):
     # One after another (no executor), so that the uninterrupted run is reproducible.
     want, want_configs = opt.optimize_host(state, key, objective, n_configurations=16)
     calls.clear()
-    # Kill it while a late configuration trains beyond its first rung (promoted there).
+    # Kill it while a late configuration trains beyond its first rung (step 2: it was
+    # promoted to rung 1, budget 3, so it trains steps 2 and 3).
     promoted = np.asarray(want.configuration)[np.asarray(want.rung) == 1]
     j = int(promoted[promoted >= 8].min())
     path = tmp_path / "asha.ckpt"
-    crash = functools.partial(objective, crash_at=(j + 1, 5))
+    crash = functools.partial(objective, crash_at=(j + 1, 2))
     with pytest.raises(Killed):
         opt.optimize_host(state, key, crash, n_configurations=16, checkpoint=path)
     assert len(calls) == j + 1
