@@ -260,7 +260,8 @@ def cmd_run(args):
     names = args.problems or [n for n, p in PROBLEMS.items() if args.half in ("all", p.half)]
     if args.quick:
         names = args.problems or QUICK_PROBLEMS
-    seeds = range(args.seeds if not args.quick else min(args.seeds, 1))
+    n_seeds = args.seeds if not args.quick else min(args.seeds, 1)
+    seeds = range(args.first_seed, args.first_seed + n_seeds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     # The peers' and random search's runs do not depend on hyperoptax's model: one per seed.
@@ -472,6 +473,12 @@ def main(argv=None):
     r.add_argument("--problems", nargs="*")
     r.add_argument("--contestants", nargs="*", default=CONTESTANTS)
     r.add_argument("--seeds", type=int, default=10)
+    r.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first_seed .. first_seed + seeds - 1 (fresh seeds to check a decision on)",
+    )
     r.add_argument(
         "--quick", action="store_true", help=f"{QUICK_PROBLEMS}, one seed, budget {QUICK_BUDGET}"
     )
