@@ -235,45 +235,6 @@ def _cholesky_vmap(axis_size, in_batched, K):
     return L, True
 
 
-def cond_any(pred, fn_any: Callable, fn_none: Callable, operands):
-    """`fn_any(pred, operands)` if `pred`, else `fn_none(operands)`, as `jax.lax.cond`,
-    but one branch under `vmap` too; `fn_any(False, x)` must equal `fn_none(x)`.
-
-    Under `vmap` a `lax.cond` whose predicate is batched runs both branches for every
-    member of the batch. Here the batch runs `fn_any` (each member with its own
-    predicate) when any member's predicate holds and only `fn_none` when none does,
-    which is what each member alone runs whenever the members agree: the searches of
-    one `filter_vmap` over seeds count their observations alike, so they take their
-    expensive steps together. Not differentiable (nothing differentiates the fit).
-    `operands` is any pytree; its arrays are the branches' traced inputs.
-    """
-    dynamic, static = eqx.partition(operands, eqx.is_array)
-
-    @jax.custom_batching.custom_vmap
-    def branch(pred, dynamic):
-        ops = eqx.combine(dynamic, static)
-        return jax.lax.cond(pred, lambda: fn_any(pred, ops), lambda: fn_none(ops))
-
-    @branch.def_vmap
-    def _branch_vmap(axis_size, in_batched, pred, dynamic):
-        pred_batched, dynamic_batched = in_batched
-        axes = jax.tree_util.tree_map(lambda b: 0 if b else None, dynamic_batched)
-        p_axis = 0 if pred_batched else None
-
-        def some():
-            one = lambda p, d: fn_any(p, eqx.combine(d, static))  # noqa: E731
-            return jax.vmap(one, (p_axis, axes), axis_size=axis_size)(pred, dynamic)
-
-        def none():
-            one = lambda d: fn_none(eqx.combine(d, static))  # noqa: E731
-            return jax.vmap(one, (axes,), axis_size=axis_size)(dynamic)
-
-        out = jax.lax.cond(jnp.any(pred), some, none)
-        return out, jax.tree_util.tree_map(lambda _: True, out)
-
-    return branch(pred, dynamic)
-
-
 @jax.custom_jvp
 def cholesky(K: Float[Array, "n n"]) -> Float[Array, "n n"]:
     """Lower Cholesky factor, safe under `vmap` on the CPU, differentiable."""
@@ -536,20 +497,18 @@ def fit_hyperparameters(
         data = spread_subset(data, max_points)
     data = Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
 
-    def run(p, model):
-        kernel, data, jitter = model
+    def step(carry, _):
+        p, s, best_p, best_v = carry
+        v, g = _value_and_grad(kernel, p, data, jitter)
+        better = v < best_v
+        best_p = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), p, best_p)
+        best_v = jnp.where(better, v, best_v)
+        # A NaN gradient (failed factorisation) must not poison the parameters.
+        g = jax.tree_util.tree_map(lambda x: jnp.where(jnp.isfinite(x), x, 0.0), g)
+        u, s = adam.update(g, s, p)
+        return (optax.apply_updates(p, u).clip(), s, best_p, best_v), None
 
-        def step(carry, _):
-            p, s, best_p, best_v = carry
-            v, g = _value_and_grad(kernel, p, data, jitter)
-            better = v < best_v
-            best_p = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), p, best_p)
-            best_v = jnp.where(better, v, best_v)
-            # A NaN gradient (failed factorisation) must not poison the parameters.
-            g = jax.tree_util.tree_map(lambda x: jnp.where(jnp.isfinite(x), x, 0.0), g)
-            u, s = adam.update(g, s, p)
-            return (optax.apply_updates(p, u).clip(), s, best_p, best_v), None
-
+    def run(p):
         inf = jnp.asarray(jnp.inf, p.log_output_scale.dtype)
         # One step more than asked: the last one only scores the final iterate.
         (_, _, best_p, best_v), _ = jax.lax.scan(
@@ -564,22 +523,13 @@ def fit_hyperparameters(
     )
     starts = jax.tree_util.tree_map(lambda *a: jnp.stack(a), params.clip(), fresh, noisy)
 
-    def all_starts(take_fresh, operands):
+    def all_starts():
         # One start after another: under `vmap` the factorisations and their retry
         # (`_cholesky`'s `cond`) would all run for every start, several times the cost.
-        # Without `fresh` only the first start (the last fit) counts: a search in a
-        # `vmap` batch whose other members take fresh starts gets `last_fit`'s value.
-        starts, model = operands
-        fitted, values = jax.lax.map(lambda p: run(p, model), starts)
-        values = jnp.where(take_fresh | (jnp.arange(values.shape[0]) == 0), values, jnp.inf)
+        fitted, values = jax.lax.map(run, starts)
         return jax.tree_util.tree_map(lambda a: a[jnp.argmin(values)], fitted)
 
-    def last_fit(operands):
-        starts, model = operands
-        return run(jax.tree_util.tree_map(lambda a: a[0], starts), model)[0]
-
-    operands = (starts, (kernel, data, jitter))
-    return cond_any(jnp.asarray(fresh_starts), all_starts, last_fit, operands)
+    return jax.lax.cond(fresh_starts, all_starts, lambda: run(params.clip())[0])
 
 
 # The noisy fresh start: a tenth of the standardised variance.

@@ -217,66 +217,6 @@ def test_long_buffers_fit_hyperparameters_on_a_spread_subset():
     assert not np.allclose(capped.log_length_scale, full.log_length_scale)
 
 
-def test_cond_any_takes_one_branch_for_a_vmapped_batch_that_agrees():
-    # `lax.cond` under `vmap` with a batched predicate runs both branches for every member;
-    # `cond_any` runs the expensive branch only when some member asks for it, and each
-    # member still gets its own branch's value.
-    ran = []
-
-    def expensive(pred, x):
-        jax.debug.callback(lambda: ran.append(1))
-        return jnp.where(pred, 10.0 * x["a"] + x["b"], x["a"])
-
-    def cheap(x):
-        return x["a"]
-
-    xs = {"a": jnp.arange(4.0), "b": jnp.float32(0.5)}  # "b" shared by the batch
-
-    def both(pred, a):
-        return gp.cond_any(pred, expensive, cheap, {"a": a, "b": xs["b"]})
-
-    out = jax.jit(jax.vmap(both))(jnp.zeros(4, bool), xs["a"])
-    jax.effects_barrier()
-    np.testing.assert_array_equal(out, xs["a"])
-    assert ran == []  # the batch agreed on the cheap branch: the other one never ran
-    pred = jnp.array([True, False, True, False])
-    out = jax.jit(jax.vmap(both))(pred, xs["a"])
-    jax.effects_barrier()
-    np.testing.assert_allclose(out, jnp.where(pred, 10.0 * xs["a"] + 0.5, xs["a"]))
-    assert ran
-    # Outside vmap it is a plain `cond`.
-    assert float(both(jnp.bool_(True), jnp.float32(2.0))) == 20.5
-    assert float(both(jnp.bool_(False), jnp.float32(2.0))) == 2.0
-
-
-def test_fit_under_vmap_equals_each_fit_alone_when_only_some_take_fresh_starts():
-    # Searches under one `filter_vmap` that disagree on `fresh_starts` (they cannot in a
-    # vmapped search, whose members count observations alike, but a user's vmap can):
-    # each gets the fit it would get alone.
-    X, y = _noisy_data(30, 2, 0.05, KEY)
-    y = (y - y.mean()) / y.std()
-    data = gp.Dataset(X, y, jnp.ones(30, bool))
-    stuck = gp.GPParams(
-        jnp.array([gp.LOG_LS_BOUNDS[1], 0.0]), jnp.array(0.0), jnp.array(jnp.log(1e-4))
-    )
-    starts = jax.tree.map(lambda a, b: jnp.stack([a, b]), stuck, gp.prior_mode(2, jnp.float32))
-    fresh = jnp.array([True, False])
-
-    def fit(p, f):
-        return gp.fit_hyperparameters(KERNEL, p, data, 1e-6, 10, fresh_starts=f)
-
-    together = jax.jit(jax.vmap(fit))(starts, fresh)
-    for i in range(2):
-        alone = jax.jit(fit)(jax.tree.map(lambda a, i=i: a[i], starts), fresh[i])
-        for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(alone), strict=True):
-            np.testing.assert_allclose(a[i], b, rtol=1e-3, atol=1e-4)
-    # The fresh starts matter here: without them the first search keeps its stuck
-    # length scale, with them it does not.
-    assert float(together.log_length_scale[0, 0]) < gp.LOG_LS_BOUNDS[1] - 1.0
-    only_last = jax.jit(fit)(stuck, jnp.bool_(False))
-    assert float(only_last.log_length_scale[0]) > float(together.log_length_scale[0, 0]) + 0.5
-
-
 def test_cholesky_under_vmap_factorises_one_matrix_at_a_time_and_differentiates():
     A = jax.random.normal(jax.random.PRNGKey(8), (5, 4, 4))
     K = A @ jnp.swapaxes(A, -1, -2) + 4 * jnp.eye(4)[None]
