@@ -104,10 +104,13 @@ def test_quick_run_and_report(tmp_path):
         "--contestants",
         "random",
         "hx-recommended",
+        "--first-seed",
+        "3",
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["problem"] for r in rows} == set(robust.QUICK_PROBLEMS)
+    assert {r["seed"] for r in rows} == {3}  # --quick runs one seed, from --first-seed
     assert {r["contestant"] for r in rows} == {"random", "hx-recommended"}
     for r in rows:
         problem = suite.PROBLEMS[r["problem"]]
