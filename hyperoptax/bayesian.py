@@ -398,8 +398,13 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         mediocre one with a lucky draw beats a good one with an unlucky draw. So among
         the observations whose result the fitted noise cannot tell apart from the best
         (within two noise standard deviations), this is the one with the largest
-        posterior mean. When the model interpolates the results (a deterministic
-        objective: the fitted noise is at its floor), that is the best observed result.
+        posterior mean. The model that decides is fitted to the results when this is
+        called: the search's `kernel` or a smooth `Matern(2.5)`, whichever explains the
+        results better (the larger posterior density), because a rough kernel such as
+        the default `Matern(0.5)` can explain noise as roughness and report the luckiest
+        observation, and a smooth one can explain a rugged objective's ripples as noise.
+        When the model interpolates the results (the fitted noise is at its floor), this
+        is the best observed result.
         """
         flat = flatten_space(state.space)
         row = state.X[_best_index(self, state)]
@@ -421,16 +426,62 @@ def _configurations(space: PyTree, params, where: str) -> np.ndarray:
     return X
 
 
+# The smooth kernel `best_params` weighs against the search's own, and the Adam steps of
+# each fit it makes.
+REPORT_KERNEL = Matern(nu=2.5)
+REPORT_FIT_STEPS = 200
+
+
 @eqx.filter_jit
 def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
-    """The row of `best_params`: see its docstring."""
+    """The row of `best_params`: see its docstring.
+
+    Which observed configuration is best is a question of telling noise from signal,
+    which a GP answers through its kernel, and the two kernels that matter answer it
+    differently: a rough one (the default `Matern(0.5)`) can explain noisy results as a
+    rough objective (its fitted noise stays at the floor, and the luckiest observation
+    would be reported), a smooth one (`REPORT_KERNEL`) must explain a rugged
+    deterministic objective's ripples as noise (and would report a smoothed-over
+    choice). So both are fitted to the results (`REPORT_FIT_STEPS` of Adam, with
+    `gp.fit_hyperparameters`' fresh starts), and the one with the larger posterior
+    density (the smaller value of what the fit minimises) ranks the observations: on
+    noisy Branin the smooth model wins, on Ackley's function the rough one. With
+    `n_hparam_steps=0` the search's model decides as it is.
+    """
+    flat = flatten_space(state.space)
+    z, _ = model_targets(state.y, state.mask, search.maximize)
+    data = _dataset(flat, state, z)
+    own = _model_kernel(search, flat)
+    if search.n_hparam_steps == 0:
+        return _ranked_best(search, state, z, own, _gp_params(state))
+    smooth = Unordered(REPORT_KERNEL, flat.n_choices) if any(flat.n_choices) else REPORT_KERNEL
+    fit_data = gp.Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
+    if fit_data.X.shape[0] > gp.MAX_FIT_POINTS:
+        fit_data = gp.spread_subset(fit_data, gp.MAX_FIT_POINTS)
+
+    def fitted(kernel, start):
+        def fit():
+            p = gp.fit_hyperparameters(kernel, start, data, search.jitter, REPORT_FIT_STEPS)
+            return p, gp.neg_log_posterior(kernel, p, fit_data, search.jitter)
+
+        enough = jnp.sum(state.mask) >= 2
+        return jax.lax.cond(enough, fit, lambda: (start, jnp.asarray(jnp.inf, z.dtype)))
+
+    p_own, v_own = fitted(own, _gp_params(state))
+    p_smooth, v_smooth = fitted(smooth, gp.prior_mode(flat.n_params, z.dtype))
+    return jnp.where(
+        v_smooth < v_own,
+        _ranked_best(search, state, z, smooth, p_smooth),
+        _ranked_best(search, state, z, own, p_own),
+    )
+
+
+def _ranked_best(search: BayesianSearch, state: BayesianSearchState, z, kernel, params):
+    """Among the observations within two noise standard deviations of the best target
+    (under `params`), the one with the largest posterior mean."""
     flat = flatten_space(state.space)
     ok = state.mask & jnp.isfinite(state.y)
-    z, _ = model_targets(state.y, state.mask, search.maximize)
-    params = _gp_params(state)
-    post = gp.fit(
-        _model_kernel(search, flat), params, _dataset(flat, state, z), search.jitter, _mean(flat)
-    )
+    post = gp.fit(kernel, params, _dataset(flat, state, z), search.jitter, _mean(flat))
     # The targets are standardised, and the noise variance is on their scale.
     noise_sd = jnp.sqrt(gp.diagonal(params, search.jitter, z.dtype))
     z_best = jnp.max(jnp.where(ok, z, -jnp.inf))
