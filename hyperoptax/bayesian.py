@@ -453,7 +453,7 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     data = _dataset(flat, state, z)
     own = _model_kernel(search, flat)
     if search.n_hparam_steps == 0:
-        return _ranked_best(search, state, z, own, _gp_params(state))
+        return _ranked_best(search, state, z, data, own, _gp_params(state))
     smooth = Unordered(REPORT_KERNEL, flat.n_choices) if any(flat.n_choices) else REPORT_KERNEL
     fit_data = gp.Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
     if fit_data.X.shape[0] > gp.MAX_FIT_POINTS:
@@ -469,19 +469,21 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
 
     p_own, v_own = fitted(own, _gp_params(state))
     p_smooth, v_smooth = fitted(smooth, gp.prior_mode(flat.n_params, z.dtype))
-    return jnp.where(
+    return jax.lax.cond(
         v_smooth < v_own,
-        _ranked_best(search, state, z, smooth, p_smooth),
-        _ranked_best(search, state, z, own, p_own),
+        lambda: _ranked_best(search, state, z, data, smooth, p_smooth),
+        lambda: _ranked_best(search, state, z, data, own, p_own),
     )
 
 
-def _ranked_best(search: BayesianSearch, state: BayesianSearchState, z, kernel, params):
+def _ranked_best(
+    search: BayesianSearch, state: BayesianSearchState, z, data: gp.Dataset, kernel, params
+):
     """Among the observations within two noise standard deviations of the best target
     (under `params`), the one with the largest posterior mean."""
     flat = flatten_space(state.space)
     ok = state.mask & jnp.isfinite(state.y)
-    post = gp.fit(kernel, params, _dataset(flat, state, z), search.jitter, _mean(flat))
+    post = gp.fit(kernel, params, data, search.jitter, _mean(flat))
     # The targets are standardised, and the noise variance is on their scale.
     noise_sd = jnp.sqrt(gp.diagonal(params, search.jitter, z.dtype))
     z_best = jnp.max(jnp.where(ok, z, -jnp.inf))
