@@ -399,8 +399,8 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         the observations whose result the fitted noise cannot tell apart from the best
         (within two noise standard deviations), this is the one with the largest
         posterior mean. The model that decides is fitted to the results when this is
-        called: the search's `kernel` or a smooth `Matern(2.5)`, whichever explains the
-        results better (the larger posterior density), because a rough kernel such as
+        called: the search's `kernel` or a smooth `Matern(2.5)`, whichever predicts each
+        result better from the others (leave-one-out), because a rough kernel such as
         the default `Matern(0.5)` can explain noise as roughness and report the luckiest
         observation, and a smooth one can explain a rugged objective's ripples as noise.
         When the model interpolates the results (the fitted noise is at its floor), this
@@ -443,9 +443,9 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     would be reported), a smooth one (`REPORT_KERNEL`) must explain a rugged
     deterministic objective's ripples as noise (and would report a smoothed-over
     choice). So both are fitted to the results (`REPORT_FIT_STEPS` of Adam, with
-    `gp.fit_hyperparameters`' fresh starts), and the one with the larger posterior
-    density (the smaller value of what the fit minimises) ranks the observations: on
-    noisy Branin the smooth model wins, on Ackley's function the rough one. With
+    `gp.fit_hyperparameters`' fresh starts), and the one that predicts each result
+    better from the others (`gp.neg_loo_log_density`) ranks the observations: on noisy
+    Branin the smooth model wins, on Ackley's function the rough one. With
     `n_hparam_steps=0` the search's model decides as it is.
     """
     flat = flatten_space(state.space)
@@ -462,7 +462,7 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     def fitted(kernel, start):
         def fit():
             p = gp.fit_hyperparameters(kernel, start, data, search.jitter, REPORT_FIT_STEPS)
-            return p, gp.neg_log_posterior(kernel, p, fit_data, search.jitter)
+            return p, gp.neg_loo_log_density(kernel, p, fit_data, search.jitter)
 
         enough = jnp.sum(state.mask) >= 2
         return jax.lax.cond(enough, fit, lambda: (start, jnp.asarray(jnp.inf, z.dtype)))

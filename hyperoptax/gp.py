@@ -356,6 +356,31 @@ def neg_log_marginal_likelihood(
     )
 
 
+@typecheck
+def neg_loo_log_density(
+    kernel: BaseKernel, params: GPParams, data: Dataset, jitter
+) -> Float[Array, ""]:
+    """Negative leave-one-out log predictive density of the observations in `data` (zero
+    prior mean; `inf` where the factorisation fails).
+
+    Each observation is predicted by the GP conditioned on all the others, in closed
+    form from one factorisation: with `K` the Gram matrix (noise included) and `a = K^-1
+    y`, the prediction of `y_i` has variance `1 / [K^-1]_ii` and misses by `a_i / [K^-1]_ii`
+    (Rasmussen and Williams, Gaussian Processes for Machine Learning, section 5.4.2). It
+    scores how well a model predicts observations it has not seen, which the marginal
+    likelihood does only under the model's own assumptions.
+    """
+    post = fit(kernel, params, data, jitter)
+    eye = jnp.eye(data.X.shape[0], dtype=data.X.dtype)
+    L_inv = jax.scipy.linalg.solve_triangular(post.chol, eye, lower=True)
+    precision = jnp.sum(L_inv * L_inv, axis=0)  # the diagonal of K^-1
+    var = 1.0 / precision
+    miss = post.alpha * var
+    log_density = -0.5 * (jnp.log(2 * math.pi * var) + miss * miss / var)
+    v = -jnp.sum(jnp.where(data.mask, log_density, 0.0))
+    return jnp.where(jnp.isfinite(v), v, jnp.inf)
+
+
 def _prior_median_log_length_scale(d: int) -> float:
     # Length scales: log-normal prior with median 0.6 * sqrt(d) on the unit cube, growing
     # with sqrt(d) so the model stays usable in many dimensions, yet short enough that a

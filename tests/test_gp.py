@@ -68,6 +68,26 @@ def test_masked_rows_are_ignored():
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.parametrize("noise", [1e-3, 0.3])
+def test_leave_one_out_density_is_each_observation_predicted_from_the_others(noise):
+    # The closed form against its definition: condition on the other observed rows, predict
+    # the left-out one (latent variance plus noise), sum the Gaussian log densities.
+    p = params(noise=noise)
+    y = jnp.where(MASK, Y, 0.0)
+    total = 0.0
+    for i in range(9):
+        others = MASK & (jnp.arange(N) != i)
+        post = gp.fit(KERNEL, p, gp.Dataset(X, y, others), 1e-6)
+        mean, std = gp.predict(KERNEL, post, X[i : i + 1])
+        var = std[0] ** 2 + gp.diagonal(p, 1e-6, Y.dtype)
+        total += -0.5 * (jnp.log(2 * jnp.pi * var) + (Y[i] - mean[0]) ** 2 / var)
+    value = gp.neg_loo_log_density(KERNEL, p, gp.Dataset(X, Y, MASK), 1e-6)
+    np.testing.assert_allclose(value, -total, rtol=1e-3)
+    # Masked rows, whatever they hold, are neither predicted nor used.
+    junk = gp.Dataset(X.at[9:].set(0.5), Y.at[9:].set(1e3), MASK)
+    np.testing.assert_allclose(gp.neg_loo_log_density(KERNEL, p, junk, 1e-6), value, rtol=1e-4)
+
+
 def test_std_grows_away_from_data():
     post = gp.fit(KERNEL, params(ls=0.1), gp.Dataset(X, Y, MASK), 1e-6)
     _, std_far = gp.predict(KERNEL, post, jnp.array([[5.0, 5.0]]))
