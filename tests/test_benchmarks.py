@@ -177,3 +177,39 @@ def test_long_search_script_runs_the_neighbourhood_refinement(capsys):
     long.main(["--quick"])
     m = re.search(r"regret ([0-9.e+-]+) after 20 evaluations", capsys.readouterr().out)
     assert m and math.isfinite(float(m.group(1))) and float(m.group(1)) >= 0.0
+
+
+def test_report_rules_rank_saved_searches(tmp_path):
+    # `reports.py --quick`: saved final states come back as the searches left them, and
+    # every rule's report is one of their observations: the best one for `observed`, and
+    # `best_result`'s for `library`.
+    import json
+
+    import reports
+    import robust
+    import suite
+
+    reports.main(["states", "--quick", "--contestant", "hx-recommended", "--dir", str(tmp_path)])
+    rows = reports.rank("hx-recommended", tmp_path)
+    assert {r["problem"] for r in rows} == set(robust.QUICK_PROBLEMS)
+    for r in rows:
+        problem = suite.PROBLEMS[r["problem"]]
+        state, opt = reports._load_state(
+            "hx-recommended", problem, tmp_path / f"{r['problem']}-{r['seed']}.npz"
+        )
+        y = np.asarray(state.y)[np.asarray(state.mask)]
+        assert len(y) == robust.QUICK_BUDGET and set(r["true"]) == set(reports.RULES)
+        assert r["true"]["observed"] == float(np.min(y))
+        assert r["true"]["library"] == float(opt.best_result(state))
+        assert all(v in y for v in r["true"].values())  # noise-free: reports are observations
+    # Scored against random search's rows of the same budget.
+    random_rows = tmp_path / "random.jsonl"
+    with random_rows.open("w") as fh:
+        for name in robust.QUICK_PROBLEMS:
+            for seed, found in enumerate((1e3, 2e3, 3e3)):
+                row = dict(problem=name, contestant="random", seed=seed, found=found)
+                row.update(dtype="float32", budget=robust.QUICK_BUDGET, wall=0.0)
+                fh.write(json.dumps(row) + "\n")
+    text = reports.table(rows, [random_rows], quick=True)
+    assert all(f"| {name} |" in text for name in robust.QUICK_PROBLEMS)
+    assert "| mean / failed runs |" in text and "0 of 2**" in text
