@@ -83,10 +83,17 @@ def states(contestant, half, seeds, first_seed, out: Path, quick=False):
             print(name, seed, flush=True)
 
 
+_SEARCHES: dict = {}
+
+
 def _load_state(contestant, problem, path):
-    """The saved state at `path` and its search."""
+    """The saved state at `path` and its search (one search object per problem and
+    budget, so its compiled programs are reused across the saved states)."""
     z = np.load(path)
-    like, opt = _init(contestant, problem, int(z["budget"]))
+    budget = int(z["budget"])
+    if (contestant, problem.name, budget) not in _SEARCHES:
+        _SEARCHES[(contestant, problem.name, budget)] = _init(contestant, problem, budget)
+    like, opt = _SEARCHES[(contestant, problem.name, budget)]
     leaves = [jnp.asarray(z[f"arr_{i}"]) for i in range(len(z.files) - 1)]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves), opt
 
