@@ -109,9 +109,7 @@ def _refitted_choices(search, state):
     smooth = bayesian.REPORT_KERNEL
     if any(flat.n_choices):
         smooth = Unordered(smooth, flat.n_choices)
-    fit_data = gp.Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
-    if fit_data.X.shape[0] > gp.MAX_FIT_POINTS:
-        fit_data = gp.spread_subset(fit_data, gp.MAX_FIT_POINTS)
+    fit_data = gp.fit_subset(data)
     scored = []
     starts = (bayesian._gp_params(state), gp.prior_mode(flat.n_params, z.dtype))
     for kernel, start in zip((own, smooth), starts, strict=True):

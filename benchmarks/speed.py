@@ -2,7 +2,8 @@
 
     python benchmarks/speed.py                       # every table (about 10 minutes)
     python benchmarks/speed.py --only latency        # one table: latency, observations,
-                                                     #   batches, parameters, seeds, branin
+                                                     #   batches, parameters, seeds, branin,
+                                                     #   checkpoint, report
     python benchmarks/speed.py --quick               # small sizes, a smoke run
 
 Each configuration runs in a fresh process, so "first call" includes tracing and XLA
@@ -122,6 +123,19 @@ def batch_latency(n_obs, n_parallel, reps=5):
     _block(opt.get_next_params(state, key))
     first = time.perf_counter() - t
     return dict(first=first, suggest=timed(lambda: opt.get_next_params(state, key), reps))
+
+
+def report_cost(d, n_obs, config, reps=5):
+    """First (compile) and steady times of `best_params` on a state of `n_obs`
+    observations: it refits two models each call (see `BayesianSearch.best_params`)."""
+    import hyperoptax as hx
+
+    kw = eval(CONFIGS[config], {"hx": hx})
+    state, opt = filled_state(d, n_obs, n_obs, **{**kw, "n_parallel": 1})
+    t = time.perf_counter()
+    _block(opt.best_params(state))
+    first = time.perf_counter() - t
+    return dict(first=first, steady=timed(lambda: opt.best_params(state), reps))
 
 
 def peak_rss():
@@ -290,6 +304,7 @@ def main():
             "seeds",
             "branin",
             "checkpoint",
+            "report",
         ],
     )
     ap.add_argument("--quick", action="store_true")
@@ -386,6 +401,16 @@ def main():
             f"| {r['load'] * ms:.2f} |",
             flush=True,
         )
+    if want("report"):
+        print("\n| config | d | observations | first `best_params` (s) | `best_params` (ms) |")
+        print("|---|---|---|---|---|")
+        for config in ("recommended", "defaults"):
+            for n in [20] if args.quick else [100, 1000]:
+                r = _in_fresh_process(f"report_cost(6, {n}, {config!r})")
+                print(
+                    f"| {config} | 6 | {n} | {r['first']:.2f} | {r['steady'] * ms:.0f} |",
+                    flush=True,
+                )
     if want("branin"):
         print(
             "\n| config | 50-evaluation Branin `optimize`, compile included (s) "

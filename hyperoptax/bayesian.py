@@ -455,9 +455,7 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     if search.n_hparam_steps == 0:
         return _ranked_best(search, state, z, data, own, _gp_params(state))
     smooth = Unordered(REPORT_KERNEL, flat.n_choices) if any(flat.n_choices) else REPORT_KERNEL
-    fit_data = gp.Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
-    if fit_data.X.shape[0] > gp.MAX_FIT_POINTS:
-        fit_data = gp.spread_subset(fit_data, gp.MAX_FIT_POINTS)
+    fit_data = gp.fit_subset(data)
 
     def fitted(kernel, start):
         def fit():

@@ -476,6 +476,14 @@ def spread_subset(data: Dataset, m: int) -> Dataset:
     return Dataset(data.X[rows], data.y[rows], i < n_obs)
 
 
+def fit_subset(data: Dataset, max_points: int = MAX_FIT_POINTS) -> Dataset:
+    """The observations `fit_hyperparameters` fits on: `spread_subset` of them past
+    `max_points` rows, with the masked targets set to zero."""
+    if data.X.shape[0] > max_points:
+        data = spread_subset(data, max_points)
+    return Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
+
+
 def nearest(
     data: Dataset, x: Float[Array, " d"], log_length_scale: Float[Array, " d"], m: int
 ) -> Dataset:
@@ -518,9 +526,7 @@ def fit_hyperparameters(
     is given afterwards (see `BoundaryMean`).
     """
     adam = optax.adam(learning_rate)
-    if data.X.shape[0] > max_points:
-        data = spread_subset(data, max_points)
-    data = Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
+    data = fit_subset(data, max_points)
 
     def step(carry, _):
         p, s, best_p, best_v = carry
