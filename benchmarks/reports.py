@@ -9,15 +9,17 @@ runs) per rule and per problem.
     python benchmarks/reports.py states --contestant hx-defaults-p1 --seeds 40 --first-seed 120
     python benchmarks/reports.py score --contestant hx-defaults-p1
 
-The rules (all rank with "within two noise standard deviations of the best, largest
-posterior mean" except `observed`):
+The rules (all but `observed` rank with "within two noise standard deviations of the
+best, largest posterior mean", the fitted noise deciding the band, except `library`):
 - `observed`: the best observation;
 - `search-model`: the search's own model as the state holds it;
 - `map`: the search's kernel or `Matern(2.5)`, both refitted, whichever has the larger
   fitted posterior density;
 - `laplace`: the same by a Laplace approximation of each model's evidence (the posterior
   density less half the log determinant of its Hessian in the hyperparameters);
-- `library`: what `best_params` does (leave-one-out predictive density decides).
+- `loo`: the same by leave-one-out predictive density;
+- `library`: what `best_params` does (`loo`, with the band's noise lowered where
+  near-replicates contradict it: `gp.replicate_noise_bound`).
 
 Scores need random search's rows of the same problems (`robust.py run --contestants
 random`), read from `--random` (default: the suite's own file).
@@ -48,7 +50,7 @@ import robust  # noqa: E402
 import suite  # noqa: E402
 
 STATES = HERE / "out" / "report-states"
-RULES = ["observed", "search-model", "map", "laplace", "library"]
+RULES = ["observed", "search-model", "map", "laplace", "loo", "library"]
 
 
 def _init(contestant, problem, budget):
@@ -124,14 +126,18 @@ def _refitted_choices(search, state):
         H = jax.jacfwd(grad)(vec)
         curvature = jnp.linalg.eigvalsh(0.5 * (H + H.T))
         laplace = value + 0.5 * jnp.sum(jnp.log(jnp.maximum(curvature, 1e-3)))
-        row = bayesian._ranked_best(search, state, z, data, kernel, p)
-        scored.append((row, value, laplace))
-    (row_own, map_own, lap_own), (row_smooth, map_smooth, lap_smooth) = scored
-    as_is = bayesian._ranked_best(search, state, z, data, own, bayesian._gp_params(state))
+        loo = gp.neg_loo_log_density(kernel, p, fit_data, search.jitter)
+        row = bayesian._ranked_best(search, state, z, data, kernel, p, replicates=False)
+        scored.append((row, value, laplace, loo))
+    (row_own, map_own, lap_own, loo_own), (row_smooth, map_smooth, lap_smooth, loo_smooth) = scored
+    as_is = bayesian._ranked_best(
+        search, state, z, data, own, bayesian._gp_params(state), replicates=False
+    )
     return (
         as_is,
         jnp.where(map_smooth < map_own, row_smooth, row_own),
         jnp.where(lap_smooth < lap_own, row_smooth, row_own),
+        jnp.where(loo_smooth < loo_own, row_smooth, row_own),
     )
 
 
@@ -147,14 +153,15 @@ def rank(contestant, statedir: Path):
             flat = flatten_space(state.space)
             y = np.asarray(state.y)
             ok = np.asarray(state.mask) & np.isfinite(y)
-            as_is, by_map, by_laplace = (int(i) for i in _refitted_choices(opt, state))
-            chosen = dict(
-                observed=int(np.argmin(np.where(ok, y, np.inf))),
-                library=int(bayesian._best_index(opt, state)),
-                map=by_map,
-                laplace=by_laplace,
-            )
-            chosen["search-model"] = as_is
+            as_is, by_map, by_laplace, by_loo = (int(i) for i in _refitted_choices(opt, state))
+            chosen = {
+                "observed": int(np.argmin(np.where(ok, y, np.inf))),
+                "search-model": as_is,
+                "map": by_map,
+                "laplace": by_laplace,
+                "loo": by_loo,
+                "library": int(bayesian._best_index(opt, state)),
+            }
             true = {}
             for rule, i in chosen.items():
                 if problem.noise == 0:  # deterministic: the observation is the value

@@ -396,15 +396,18 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
 
         With noisy results the luckiest observation is not the best configuration: a
         mediocre one with a lucky draw beats a good one with an unlucky draw. So among
-        the observations whose result the fitted noise cannot tell apart from the best
-        (within two noise standard deviations), this is the one with the largest
-        posterior mean. The model that decides is fitted to the results when this is
-        called: the search's `kernel` or a smooth `Matern(2.5)`, whichever predicts each
-        result better from the others (leave-one-out), because a rough kernel such as
-        the default `Matern(0.5)` can explain noise as roughness and report the luckiest
-        observation, and a smooth one can explain a rugged objective's ripples as noise.
-        When the model interpolates the results (the fitted noise is at its floor), this
-        is the best observed result.
+        the observations whose result the noise cannot tell apart from the best (within
+        two noise standard deviations), this is the one with the largest posterior mean.
+        The model that decides is fitted to the results when this is called: the
+        search's `kernel` or a smooth `Matern(2.5)`, whichever predicts each result
+        better from the others (leave-one-out), because a rough kernel such as the
+        default `Matern(0.5)` can explain noise as roughness and report the luckiest
+        observation. The noise is the fitted one, scaled down where configurations
+        evaluated close together give results closer than it allows
+        (`gp.replicate_noise_bound`): a smooth model can explain a rugged objective's
+        ripples as noise, while results that nearly repeat where configurations nearly
+        repeat show there is little. When the model interpolates the results, or the
+        near-replicates repeat exactly, this is the best observed result.
         """
         flat = flatten_space(state.space)
         row = state.X[_best_index(self, state)]
@@ -430,6 +433,9 @@ def _configurations(space: PyTree, params, where: str) -> np.ndarray:
 # each fit it makes.
 REPORT_KERNEL = Matern(nu=2.5)
 REPORT_FIT_STEPS = 200
+# How correlated two observations' latent values must be for `best_params` to take them
+# as near-replicates (`gp.replicate_noise_bound`).
+REPLICATE_CORRELATION = 0.99
 
 
 @eqx.filter_jit
@@ -445,7 +451,8 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     choice). So both are fitted to the results (`REPORT_FIT_STEPS` of Adam, with
     `gp.fit_hyperparameters`' fresh starts), and the one that predicts each result
     better from the others (`gp.neg_loo_log_density`) ranks the observations: on noisy
-    Branin the smooth model wins, on Ackley's function the rough one. With
+    Branin the smooth model wins, on Ackley's function the rough one. The noise that
+    sets the band is lowered where near-replicates contradict it (`_ranked_best`). With
     `n_hparam_steps=0` the search's model decides as it is.
     """
     flat = flatten_space(state.space)
@@ -475,15 +482,32 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
 
 
 def _ranked_best(
-    search: BayesianSearch, state: BayesianSearchState, z, data: gp.Dataset, kernel, params
+    search: BayesianSearch,
+    state: BayesianSearchState,
+    z,
+    data: gp.Dataset,
+    kernel,
+    params,
+    replicates: bool = True,
 ):
-    """Among the observations within two noise standard deviations of the best target
-    (under `params`), the one with the largest posterior mean."""
+    """Among the observations within two noise standard deviations of the best target,
+    the one with the largest posterior mean (under `params`).
+
+    The noise is the fitted one, scaled down where near-replicates contradict it
+    (`gp.replicate_noise_bound`; with `replicates` false, the fitted noise alone):
+    a smooth model fitted to a rugged deterministic objective explains its ripples as
+    noise, and would otherwise report a configuration worse than one it observed.
+    """
     flat = flatten_space(state.space)
     ok = state.mask & jnp.isfinite(state.y)
     post = gp.fit(kernel, params, data, search.jitter, _mean(flat))
     # The targets are standardised, and the noise variance is on their scale.
-    noise_sd = jnp.sqrt(gp.diagonal(params, search.jitter, z.dtype))
+    noise_var = gp.diagonal(params, search.jitter, z.dtype)
+    if replicates:
+        noise_var = gp.replicate_noise_bound(
+            kernel, params, data, search.jitter, REPLICATE_CORRELATION
+        )
+    noise_sd = jnp.sqrt(noise_var)
     z_best = jnp.max(jnp.where(ok, z, -jnp.inf))
     eligible = ok & (z >= z_best - 2.0 * noise_sd)
     mean = gp.fitted_mean(post, z, search.jitter)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.scipy.stats
 import optax
 from jaxtyping import Array, Bool, Float
 
@@ -482,6 +483,61 @@ def fit_subset(data: Dataset, max_points: int = MAX_FIT_POINTS) -> Dataset:
     if data.X.shape[0] > max_points:
         data = spread_subset(data, max_points)
     return Dataset(data.X, jnp.where(data.mask, data.y, 0.0), data.mask)
+
+
+@typecheck
+def replicate_noise_bound(
+    kernel: BaseKernel,
+    params: GPParams,
+    data: Dataset,
+    jitter: float,
+    min_correlation: float = 0.99,
+    n_pairs: int = 16,
+    level: float = 0.05,
+) -> Float[Array, ""]:
+    """The largest observation noise variance that near-replicates in `data` allow.
+
+    Two observations whose latent values are correlated at least `min_correlation` under
+    `params` are near-replicates: under the model their difference has variance
+    `2 * (noise + s2 * (1 - k))`, `s2` the output variance and `k` the correlation. Over
+    the `n_pairs` most correlated such pairs (each row with its most correlated later
+    row), the sum `T` of the squared differences over their variances is chi-squared
+    with `m` degrees of freedom if the model is right. If the pairs are quieter than
+    that, the model's variances are too large by at least `T / q`, `q` the chi-squared
+    quantile at `level`: the noise is scaled down by that factor, never up. Without
+    near-replicates, or with pairs the model explains, the fitted noise stands. A
+    smooth model fitted to a rugged deterministic objective takes its ripples for noise;
+    configurations evaluated close together show that they are not.
+    """
+    noise = diagonal(params, jitter, data.y.dtype)
+    k = kernel(data.X, data.X, jnp.exp(params.log_length_scale))
+    n = data.X.shape[0]
+    later = jnp.arange(n)[:, None] < jnp.arange(n)[None, :]
+    k = jnp.where(later & data.mask[:, None] & data.mask[None, :], k, -1.0)
+    partner = jnp.argmax(k, axis=1)
+    k_pair = jnp.take_along_axis(k, partner[:, None], axis=1)[:, 0]
+    y = jnp.where(data.mask, data.y, 0.0)
+    sf2 = jnp.exp(2 * params.log_output_scale)
+    k_top, rows = jax.lax.top_k(k_pair, min(n_pairs, n))
+    counted = k_top >= min_correlation
+    m = jnp.sum(counted)
+    variance = 2.0 * (noise + sf2 * jnp.clip(1.0 - k_top, 0.0))
+    t = jnp.sum(jnp.where(counted, (y[rows] - y[partner[rows]]) ** 2 / variance, 0.0))
+    scale = t / _chi2_quantile(level, jnp.maximum(m, 1).astype(y.dtype))
+    return jnp.where(m > 0, noise * jnp.minimum(scale, 1.0), noise)
+
+
+def _chi2_quantile(p: float, dof: Array) -> Array:
+    """The chi-squared quantile at probability `p` with `dof` degrees of freedom."""
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        below = jax.scipy.stats.chi2.cdf(mid, dof) < p
+        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, 60, halve, (jnp.zeros_like(dof), 10.0 * dof + 10.0))
+    return 0.5 * (lo + hi)
 
 
 def nearest(

@@ -88,6 +88,40 @@ def test_leave_one_out_density_is_each_observation_predicted_from_the_others(noi
     np.testing.assert_allclose(gp.neg_loo_log_density(KERNEL, p, junk, 1e-6), value, rtol=1e-4)
 
 
+def test_near_replicates_lower_the_noise_only_where_they_contradict_it():
+    # 60 configurations each evaluated twice, far apart at length scale 0.01.
+    base = jax.random.uniform(KEY, (60, D))
+    Xr = jnp.concatenate([base, base])
+    f = jnp.sin(6 * Xr[:, 0]) + jnp.cos(4 * Xr[:, 1])
+    noisy = f + 0.3 * jax.random.normal(jax.random.PRNGKey(2), f.shape)
+    data = gp.Dataset(Xr, noisy, jnp.ones(120, bool))
+
+    def bound(p, d):
+        return float(gp.replicate_noise_bound(KERNEL, p, d, 1e-6))
+
+    # A fitted noise the repeats agree with stands.
+    right = params(ls=0.01, noise=0.3**2)
+    assert bound(right, data) == pytest.approx(float(gp.diagonal(right, 1e-6, f.dtype)))
+    # A fitted noise five times the true one comes down, to a bound above the true one.
+    assert 0.3**2 < bound(params(ls=0.01, noise=0.5), data) < 0.5 / 2
+    # A deterministic objective repeats its results: no noise, whatever the fitted one.
+    assert bound(params(ls=0.01, noise=0.5), gp.Dataset(Xr, f, jnp.ones(120, bool))) == 0.0
+    # Without near-replicates (masked rows are none) nothing contradicts the fitted noise.
+    single = gp.Dataset(Xr, noisy, jnp.arange(120) < 60)
+    assert bound(params(ls=0.01, noise=0.5), single) == pytest.approx(0.5, rel=1e-4)
+    # Close pairs on a rugged deterministic objective whose ripples a long length scale
+    # cannot follow: their difference is the little the ripples vary between them.
+    near = jnp.concatenate([base, base + 1e-4])
+    rugged = jnp.sin(60 * near[:, 0]) + near[:, 1]
+    assert bound(params(ls=0.3, noise=0.5), gp.Dataset(near, rugged, jnp.ones(120, bool))) < 1e-3
+
+
+def test_chi2_quantile():
+    # Tabulated 5% points of the chi-squared distribution.
+    for dof, q in ((1, 0.00393), (2, 0.1026), (8, 2.7326), (16, 7.9616)):
+        assert float(gp._chi2_quantile(0.05, jnp.float32(dof))) == pytest.approx(q, rel=1e-3)
+
+
 def test_std_grows_away_from_data():
     post = gp.fit(KERNEL, params(ls=0.1), gp.Dataset(X, Y, MASK), 1e-6)
     _, std_far = gp.predict(KERNEL, post, jnp.array([[5.0, 5.0]]))
