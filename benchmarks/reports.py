@@ -18,7 +18,8 @@ best, largest posterior mean", the fitted noise deciding the band, except `libra
 - `laplace`: the same by a Laplace approximation of each model's evidence (the posterior
   density less half the log determinant of its Hessian in the hyperparameters);
 - `loo`: the same by leave-one-out predictive density;
-- `library`: what `best_params` does (`loo`, with the band's noise lowered where
+- `library`: what `best_params` does (`loo`, but with the search's model as the state
+  holds it against the refitted `Matern(2.5)`, and the band's noise lowered where
   near-replicates contradict it: `gp.replicate_noise_bound`).
 
 Scores need random search's rows of the same problems (`robust.py run --contestants

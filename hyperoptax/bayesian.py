@@ -398,16 +398,17 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         mediocre one with a lucky draw beats a good one with an unlucky draw. So among
         the observations whose result the noise cannot tell apart from the best (within
         two noise standard deviations), this is the one with the largest posterior mean.
-        The model that decides is fitted to the results when this is called: the
-        search's `kernel` or a smooth `Matern(2.5)`, whichever predicts each result
-        better from the others (leave-one-out), because a rough kernel such as the
-        default `Matern(0.5)` can explain noise as roughness and report the luckiest
-        observation. The noise is the fitted one, scaled down where configurations
-        evaluated close together give results closer than it allows
-        (`gp.replicate_noise_bound`): a smooth model can explain a rugged objective's
-        ripples as noise, while results that nearly repeat where configurations nearly
-        repeat show there is little. When the model interpolates the results, or the
-        near-replicates repeat exactly, this is the best observed result.
+        The model that decides is the search's own (`kernel`, as the last update fitted
+        it) or a smooth `Matern(2.5)` fitted to the results when this is called,
+        whichever predicts each result better from the others (leave-one-out),
+        because a rough kernel such as the default `Matern(0.5)` can explain noise as
+        roughness and report the luckiest observation. The noise is the fitted one,
+        scaled down where configurations evaluated close together give results closer
+        than it allows (`gp.replicate_noise_bound`): a smooth model can explain a
+        rugged objective's ripples as noise, while results that nearly repeat where
+        configurations nearly repeat show there is little. When the model interpolates
+        the results, or the near-replicates repeat exactly, this is the best observed
+        result.
         """
         flat = flatten_space(state.space)
         row = state.X[_best_index(self, state)]
@@ -448,11 +449,12 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     rough objective (its fitted noise stays at the floor, and the luckiest observation
     would be reported), a smooth one (`REPORT_KERNEL`) must explain a rugged
     deterministic objective's ripples as noise (and would report a smoothed-over
-    choice). So both are fitted to the results (`REPORT_FIT_STEPS` of Adam, with
-    `gp.fit_hyperparameters`' fresh starts), and the one that predicts each result
-    better from the others (`gp.neg_loo_log_density`) ranks the observations: on noisy
-    Branin the smooth model wins, on Ackley's function the rough one. The noise that
-    sets the band is lowered where near-replicates contradict it (`_ranked_best`). With
+    choice). So the search's model as its last update fitted it and the smooth one,
+    fitted here (`REPORT_FIT_STEPS` of Adam, with `gp.fit_hyperparameters`' fresh
+    starts), are compared, and the one that predicts each result better from the
+    others (`gp.neg_loo_log_density`) ranks the observations: on noisy Branin the smooth
+    model wins, on Ackley's function the rough one. The noise that sets the band is
+    lowered where near-replicates contradict it (`_ranked_best`). With
     `n_hparam_steps=0` the search's model decides as it is.
     """
     flat = flatten_space(state.space)
@@ -464,16 +466,18 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     smooth = Unordered(REPORT_KERNEL, flat.n_choices) if any(flat.n_choices) else REPORT_KERNEL
     fit_data = gp.fit_subset(data)
 
-    def fitted(kernel, start):
-        def fit():
-            p = gp.fit_hyperparameters(kernel, start, data, search.jitter, REPORT_FIT_STEPS)
-            return p, gp.neg_loo_log_density(kernel, p, fit_data, search.jitter)
+    enough = jnp.sum(state.mask) >= 2
+    never = jnp.asarray(jnp.inf, z.dtype)
+    # The search's own model is the state's fit (refitted at every update).
+    p_own = _gp_params(state)
+    v_own = jnp.where(enough, gp.neg_loo_log_density(own, p_own, fit_data, search.jitter), never)
 
-        enough = jnp.sum(state.mask) >= 2
-        return jax.lax.cond(enough, fit, lambda: (start, jnp.asarray(jnp.inf, z.dtype)))
+    def fit_smooth():
+        p = gp.fit_hyperparameters(smooth, start, data, search.jitter, REPORT_FIT_STEPS)
+        return p, gp.neg_loo_log_density(smooth, p, fit_data, search.jitter)
 
-    p_own, v_own = fitted(own, _gp_params(state))
-    p_smooth, v_smooth = fitted(smooth, gp.prior_mode(flat.n_params, z.dtype))
+    start = gp.prior_mode(flat.n_params, z.dtype)
+    p_smooth, v_smooth = jax.lax.cond(enough, fit_smooth, lambda: (start, never))
     return jax.lax.cond(
         v_smooth < v_own,
         lambda: _ranked_best(search, state, z, data, smooth, p_smooth),
