@@ -74,29 +74,36 @@ def test_noisy_problems_add_noise_but_score_the_true_value():
 
 
 def test_noisy_branin_reports_beat_random_search():
-    # Noisy Branin (noise 1.0): with the fitted length scales the recommended settings
-    # ended these three seeds on the face x0 = 10 beside Branin's third minimum (true
-    # values 2.0, 1.1 and 1.3), never varying x0 again while its length scale stayed
-    # where the prior put it. With the length scales drawn afresh for each suggestion
-    # (`gp.drawn_length_scales`) each reports a configuration better than random
-    # search's median over ten seeds.
+    # Noisy Branin (noise 1.0), the target on one noisy problem: no run of the
+    # recommended settings reports a configuration worse than random search's median over
+    # ten seeds. With the fitted length scales, runs ended on the face x0 = 10 beside
+    # Branin's third minimum, never varying x0 again while its length scale stayed where
+    # the prior put it; length scales drawn afresh for each suggestion
+    # (`gp.drawn_length_scales`) keep them moving.
     problem = suite.PROBLEMS["noisy_branin"]
+
+    def true_value(config):
+        return float(problem.f(_params(problem, config)))
+
     random = [
-        problem.f(_params(problem, robust.run_hyperoptax("random", problem, s, problem.budget)[1]))
+        true_value(robust.run_hyperoptax("random", problem, s, problem.budget)[1])
         for s in range(10)
     ]
     median = float(np.median(random))
-    for seed in (13, 27, 29):
+    for seed in range(10):
         _, best, _ = robust.run_hyperoptax("hx-recommended", problem, seed, problem.budget)
-        assert float(problem.f(_params(problem, best))) < median, (seed, best, median)
+        assert true_value(best) < median, (seed, best, median)
     # The library defaults (Matern 0.5) find good configurations on noisy Branin too, but
-    # their model explains the noise as roughness: ranked by it, these three seeds
-    # reported their luckiest observation (true values 1.78, 1.33, 1.24). A smooth
-    # model (`bayesian.REPORT_KERNEL`) explains the results better there and ranks them.
-    for seed in (5, 13, 27):
+    # their model explains the noise as roughness: ranked by it, a run reports its luckiest
+    # observation, which is worse than random search's median in about one run of four. A
+    # smooth model (`bayesian.REPORT_KERNEL`) explains the results better and ranks them:
+    # most of those runs report a configuration better than the median.
+    reported, luckiest = [], []
+    for seed in range(24):
         _, best, observed = robust.run_hyperoptax("hx-defaults-p1", problem, seed, problem.budget)
-        assert float(problem.f(_params(problem, best))) < median, (seed, best, median)
-        assert float(problem.f(_params(problem, observed))) > median, (seed, observed, median)
+        reported.append(true_value(best) > median)
+        luckiest.append(true_value(observed) > median)
+    assert sum(luckiest) >= 3 and sum(reported) <= sum(luckiest) // 2, (reported, luckiest)
 
 
 def test_a_rugged_deterministic_objective_reports_its_best_observation():
