@@ -13,13 +13,13 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from typing import TYPE_CHECKING, Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from ._checks import check_callable, check_positional
+from ._jit import jit
 from .checkpoint import RunCheckpoint
 from .host import settle
 from .sharding import replicate, shard_batch, to_host
@@ -82,10 +82,13 @@ def _step(
     return state, params, results
 
 
-jit_step = eqx.filter_jit(_step)
+jit_step = jit(_step)
+# The iterations' keys, compiled with the library's options (op by op, the split alone
+# compiles for longer than a small search runs).
+_split = jit(jax.random.split)
 
 
-@eqx.filter_jit
+@jit
 def scan(optimizer, state, key, func, n_iterations: int, callback=None, mesh=None):
     """`n_iterations` steps as one `jax.lax.scan`; the history stacked along axis 0."""
 
@@ -129,7 +132,7 @@ def host_loop(
     if checkpoint is not None:
         run = RunCheckpoint(checkpoint, optimizer, state, key, n_iterations)
         state, params_hist, results_hist, start, stopped, _ = run.resume(state)
-    keys: Any = jax.random.split(key, n_iterations) if n_iterations else []
+    keys: Any = _split(key, n_iterations) if n_iterations else []
     if progress is None:
         progress = n_iterations >= progress_from and sys.stderr.isatty()
     bar = Progress(optimizer, progress, n_iterations, start, results_hist)

@@ -16,6 +16,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree, Real
 from . import gp
 from ._checks import check_callable, check_int, check_real, is_traced
 from ._dtypes import float_dtype, is_f64
+from ._jit import jit
 from ._suggest import believer_batch, incumbent
 from ._targets import model_targets
 from ._typing import typecheck
@@ -176,15 +177,8 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
                 f"n_parallel={self.n_parallel} results; pass n_max >= n_parallel."
             )
         flat = flatten_space(space)
-        dtype = float_dtype()
-        ls = jnp.broadcast_to(jnp.asarray(self.kernel.length_scale, dtype), (flat.n_params,))
-        return BayesianSearchState(
-            space,
-            jnp.zeros((n_max, flat.n_params), dtype),
-            jnp.zeros((n_max,), dtype),
-            jnp.zeros((n_max,), bool),
-            jnp.clip(jnp.log(ls), *gp.LOG_LS_BOUNDS),
-        )
+        arrays = _empty_buffers(self.kernel.length_scale, n_max, flat.n_params, float_dtype())
+        return BayesianSearchState(space, *arrays)
 
     def _free_slots(self, state: BayesianSearchState) -> int | None:
         """Unfilled slots of the buffers (`None` for a traced state, which cannot be read)."""
@@ -439,7 +433,20 @@ REPORT_FIT_STEPS = 200
 REPLICATE_CORRELATION = 0.99
 
 
-@eqx.filter_jit
+@jit
+def _empty_buffers(length_scale, n_max: int, n_params: int, dtype):
+    """An empty state's buffers and starting log length scales, built as one program
+    (op by op, each array would compile one of its own)."""
+    ls = jnp.broadcast_to(jnp.asarray(length_scale, dtype), (n_params,))
+    return (
+        jnp.zeros((n_max, n_params), dtype),
+        jnp.zeros((n_max,), dtype),
+        jnp.zeros((n_max,), bool),
+        jnp.clip(jnp.log(ls), *gp.LOG_LS_BOUNDS),
+    )
+
+
+@jit
 def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     """The row of `best_params`: see its docstring.
 
@@ -540,7 +547,7 @@ def _dataset(flat: FlatSpace, state: BayesianSearchState, z) -> gp.Dataset:
     return gp.Dataset(jnp.where(state.mask[:, None], flat.to_unit(state.X), 0.0), z, state.mask)
 
 
-@eqx.filter_jit
+@jit
 def _update(
     search: BayesianSearch, state: BayesianSearchState, results, params
 ) -> BayesianSearchState:
@@ -594,7 +601,7 @@ def fit_model(
     )
 
 
-@eqx.filter_jit
+@jit
 def _predict(search: BayesianSearch, state: BayesianSearchState, X):
     flat = flatten_space(state.space)
     z, unit = model_targets(state.y, state.mask, search.maximize, flat.n_params)
@@ -605,7 +612,7 @@ def _predict(search: BayesianSearch, state: BayesianSearchState, X):
     return mean / unit, std / unit, search.acquisition(mean / unit, std / unit, y_best)
 
 
-@eqx.filter_jit
+@jit
 def suggest_raw(
     search: BayesianSearch,
     state: BayesianSearchState,

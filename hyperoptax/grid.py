@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from ._checks import is_traced
 from ._dtypes import float_dtype
+from ._jit import jit
 from ._typing import typecheck
 from .base import Optimizer, OptimizerState, Results, as_results
 from .spaces import CategoricalSpace, DiscreteSpace, Space, flatten_space
@@ -192,7 +193,7 @@ class GridSearch(Optimizer[GridSearchState]):
         return eqx.tree_at(lambda s: s.grid_idx, state, state.grid_idx + self.n_parallel)
 
 
-@eqx.filter_jit
+@jit
 def _grid_batch(optimizer: GridSearch, state: GridSearchState) -> PyTree:
     n_total = state.grid.shape[0]
     start = state.grid_idx % n_total

@@ -42,6 +42,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ._checks import check_int, check_positional, is_traced
 from ._dtypes import float_dtype
+from ._jit import jit
 from ._loop import Progress, check_callback
 from .base import OptimizerState
 from .bayesian import BayesianSearch, fit_model, suggest_raw
@@ -775,7 +776,7 @@ class _Ladder:
             self.aborted = True  # every later report says stop
 
 
-@eqx.filter_jit
+@jit
 def _model_draws(
     model: BayesianSearch,
     state: HyperbandState,
@@ -876,7 +877,7 @@ def _take(tree: PyTree, n: int) -> PyTree:
     return jax.tree_util.tree_map(lambda x: x[:n], tree)
 
 
-@eqx.filter_jit
+@jit
 def _evaluate(objective, params, keys, budget, mesh=None) -> Array:
     """One rung: every configuration evaluated with `budget`, under `vmap` (split over
     `mesh`'s devices when given)."""
@@ -886,14 +887,14 @@ def _evaluate(objective, params, keys, budget, mesh=None) -> Array:
     return jnp.asarray(out, float_dtype()).reshape(keys.shape[0])[:n]
 
 
-@eqx.filter_jit
+@jit
 def _init(init_carry, params, keys, mesh=None):
     """Every configuration's training state before its first rung."""
     n = keys.shape[0]
     return _take(jax.vmap(init_carry)(*pad_to_mesh((keys, params), mesh)), n)
 
 
-@eqx.filter_jit
+@jit
 def _continue(objective, params, keys, budget, carry, mesh=None):
     """One rung of continued trainings: `(results, carries)`."""
     n = keys.shape[0]

@@ -7,6 +7,7 @@ from typing import Any
 import equinox as eqx
 from jaxtyping import PRNGKeyArray, PyTree
 
+from ._jit import jit
 from ._typing import typecheck
 from .base import Optimizer, OptimizerState, Results, as_results, batch_length
 from .spaces import flatten_space
@@ -60,7 +61,7 @@ class RandomSearch(Optimizer[OptimizerState]):
         return state
 
 
-@eqx.filter_jit
+@jit
 def _sample(search: RandomSearch, state: OptimizerState, key: PRNGKeyArray) -> PyTree:
     flat = flatten_space(state.space)
     return flat.unflatten(flat.from_unit(flat.sample_unit(key, search.n_parallel)))
