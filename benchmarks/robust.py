@@ -484,6 +484,12 @@ def main(argv=None):
     )
     r.add_argument("--x64", action="store_true")
     r.add_argument(
+        "--xla-defaults",
+        action="store_true",
+        help="build the library's programs with XLA's default CPU fusion emitters "
+        "(hyperoptax/_jit.py; write these rows to their own --out)",
+    )
+    r.add_argument(
         "--define",
         nargs=2,
         action="append",
@@ -514,6 +520,10 @@ def main(argv=None):
     f.add_argument("--n", type=int, default=2000)
     f.set_defaults(fn=cmd_reference)
     args = ap.parse_args(argv)
+    if getattr(args, "xla_defaults", False):
+        import hyperoptax._jit
+
+        hyperoptax._jit.CPU_COMPILER_OPTIONS.clear()
     args.fn(args)
 
 

@@ -5,6 +5,8 @@
                                                      #   batches, parameters, seeds, branin,
                                                      #   checkpoint, report
     python benchmarks/speed.py --quick               # small sizes, a smoke run
+    python benchmarks/speed.py --only branin --xla-defaults   # the library's programs
+                                                     #   built with XLA's default emitters
 
 Each configuration runs in a fresh process, so "first call" includes tracing and XLA
 compilation but not JAX's own start-up (importing jax, creating the CPU client).
@@ -271,6 +273,9 @@ def checkpoint_cost(n_iterations, n_max=1000):
     return dict(per_iteration=per_iteration, save=float(np.median(ts)), load=float(np.median(ls)))
 
 
+XLA_DEFAULTS = False
+
+
 def _in_fresh_process(call: str, cache_dir: str | None = None) -> dict:
     """Run `speed.<call>` in a new interpreter; `cache_dir` turns on JAX's persistent
     compilation cache there (see docs/howto/startup.md)."""
@@ -280,6 +285,8 @@ def _in_fresh_process(call: str, cache_dir: str | None = None) -> dict:
             f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
             f"jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); "
         )
+    if XLA_DEFAULTS:  # the library's programs built with XLA's default CPU emitters
+        cache += "import hyperoptax._jit; hyperoptax._jit.CPU_COMPILER_OPTIONS.clear(); "
     code = (
         f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import speed; "
         f"import jax; {cache}jax.numpy.zeros(1).block_until_ready(); "
@@ -308,7 +315,15 @@ def main():
         ],
     )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--xla-defaults",
+        action="store_true",
+        help="build the library's programs with XLA's default CPU fusion emitters "
+        "(hyperoptax/_jit.py) instead of the older ones it asks for",
+    )
     args = ap.parse_args()
+    global XLA_DEFAULTS
+    XLA_DEFAULTS = args.xla_defaults
 
     def want(section):
         return args.only in (None, section)
