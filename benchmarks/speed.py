@@ -394,8 +394,11 @@ def main():
             "| one after another (s) | ratio | first vmapped call incl. compile (s) |"
         )
         print("|---|---|---|---|---|")
-        for n in [1, 4] if args.quick else [1, 8, 64]:
-            r = _in_fresh_process(f"seeds({n}, {8 if args.quick else 30})")
+        for n in [1, 4] if args.quick else [1, 8, 64, 256]:
+            # 256 seeds: the one-after-another time of 64 of them, scaled.
+            r = _in_fresh_process(
+                f"seeds({n}, {8 if args.quick else 30}, n_sequential={min(n, 64)})"
+            )
             print(
                 f"| {n} | {r['vmapped']:.2f} | {r['sequential']:.2f} | "
                 f"{r['vmapped'] / r['sequential']:.2f} | "
