@@ -610,13 +610,18 @@ def fit_hyperparameters(
     )
     starts = jax.tree_util.tree_map(lambda *a: jnp.stack(a), params.clip(), fresh, noisy)
 
-    def all_starts():
-        # One start after another: under `vmap` the factorisations and their retry
-        # (`_cholesky`'s `cond`) would all run for every start, several times the cost.
-        fitted, values = jax.lax.map(run, starts)
-        return jax.tree_util.tree_map(lambda a: a[jnp.argmin(values)], fitted)
+    def run_if(start):
+        p, active = start
+        return jax.lax.cond(active, run, lambda p: (p, jnp.asarray(jnp.inf, dtype)), p)
 
-    return jax.lax.cond(fresh_starts, all_starts, lambda: run(params.clip())[0])
+    # One start after another: under `vmap` the factorisations and their retry
+    # (`_cholesky`'s `cond`) would all run for every start, several times the cost. The
+    # fresh starts are skipped (and cannot win) unless asked for: one traced copy of the
+    # Adam loop serves both cases, which keeps the update's program small.
+    fresh_too = jnp.asarray(fresh_starts, bool)
+    active = jnp.stack([jnp.asarray(True), fresh_too, fresh_too])
+    fitted, values = jax.lax.map(run_if, (starts, active))
+    return jax.tree_util.tree_map(lambda a: a[jnp.argmin(values)], fitted)
 
 
 # The noisy fresh start: a tenth of the standardised variance.
