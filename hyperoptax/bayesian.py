@@ -177,7 +177,10 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
                 f"n_parallel={self.n_parallel} results; pass n_max >= n_parallel."
             )
         flat = flatten_space(space)
-        arrays = _empty_buffers(self.kernel.length_scale, n_max, flat.n_params, float_dtype())
+        # The length scale as an array argument: a new value must not compile anew.
+        dtype = float_dtype()
+        ls = jnp.asarray(self.kernel.length_scale, dtype)
+        arrays = _empty_buffers(ls, n_max, flat.n_params, dtype)
         return BayesianSearchState(space, *arrays)
 
     def _free_slots(self, state: BayesianSearchState) -> int | None:
@@ -437,7 +440,7 @@ REPLICATE_CORRELATION = 0.99
 def _empty_buffers(length_scale, n_max: int, n_params: int, dtype):
     """An empty state's buffers and starting log length scales, built as one program
     (op by op, each array would compile one of its own)."""
-    ls = jnp.broadcast_to(jnp.asarray(length_scale, dtype), (n_params,))
+    ls = jnp.broadcast_to(length_scale, (n_params,))
     return (
         jnp.zeros((n_max, n_params), dtype),
         jnp.zeros((n_max,), dtype),
