@@ -21,7 +21,6 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import erfcx, log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._checks import check_real
@@ -49,20 +48,80 @@ def _z(mean, std, y_max, margin, owner):
     return (mean - y_max - margin) / std, std
 
 
-def _log_h(z):
-    """log(phi(z) + z * Phi(z)), accurate and with useful gradients for very negative z."""
+# Where `_erfcx` turns from `exp(x^2) erfc(x)` to its asymptotic series: below it
+# `erfc` stays normal in float32 (2e-17 at 6), above it the series' first omitted
+# term is below float32's epsilon.
+_ERFCX_SERIES = 6.0
+
+
+def _erfcx(x):
+    """`exp(x^2) erfc(x)` for `x >= 0`. (`jax.scipy.special.erfcx` returns 0 for
+    float32 arguments between about 9.2 and 9.4, where `erfc` underflows before its
+    own series takes over.)"""
+    xd = jnp.where(x < _ERFCX_SERIES, x, _ERFCX_SERIES)
+    direct = jnp.exp(xd * xd) * jax.lax.erfc(xd)
+    xs = jnp.where(x < _ERFCX_SERIES, _ERFCX_SERIES, x)
+    u = 1.0 / (2.0 * xs * xs)
+    # 1 - u + 3 u^2 - 15 u^3 + 105 u^4 - 945 u^5 + 10395 u^6, in Horner form.
+    series = 1.0
+    for k in (11.0, 9.0, 7.0, 5.0, 3.0, 1.0):
+        series = 1.0 - k * u * series
+    return jnp.where(x < _ERFCX_SERIES, direct, series / (xs * math.sqrt(math.pi)))
+
+
+def _upper_tail(z):
+    """`(log_phi, t, e)`: `log phi(z)`, `t = |z|` and `e = erfcx(t / sqrt 2)`.
+
+    Phi and EI's `h` below are read from this one scaled complementary error function:
+    `Phi(-t) = phi(z) sqrt(pi / 2) e`, finite and accurate for every `z` (no `exp(z^2)`
+    is formed). One `erfcx` in place of the several error functions inside `ndtr` and
+    `log_ndtr` keeps the compiled suggestion small: each error function is a long
+    polynomial, in every program that scores a point and again in its gradient
+    (benchmarks/RESULTS.md, "Compile time"). `t` is `-z` or `z` by a `where`, not
+    `abs`, so that the gradient at `z = 0` is the right one-sided one.
+    """
     log_phi = -0.5 * z * z - 0.5 * math.log(2 * math.pi)
-    # Moderate z: direct formula.
-    zm = jnp.maximum(z, -1.0)
-    direct = jnp.log(jnp.exp(-0.5 * zm * zm) / math.sqrt(2 * math.pi) + zm * ndtr(zm))
-    # -10 < z < -1: phi(z) * (1 + z * Phi(z) / phi(z)), the ratio through erfcx.
-    zt = jnp.clip(z, -10.0, -1.0)
-    tail = log_phi + jnp.log1p(zt * math.sqrt(math.pi / 2) * erfcx(-zt / math.sqrt(2)))
-    # z <= -10: asymptotic series phi(z) / z^2 * (1 - 3/z^2 + 15/z^4).
-    za = jnp.minimum(z, -10.0)
-    inv2 = 1.0 / (za * za)
-    asym = log_phi - jnp.log(za * za) + jnp.log1p(-3.0 * inv2 + 15.0 * inv2 * inv2)
-    return jnp.where(z > -1.0, direct, jnp.where(z > -10.0, tail, asym))
+    t = jnp.where(z < 0, -z, z)
+    return log_phi, t, _erfcx(t / math.sqrt(2))
+
+
+def _log_ndtr(z):
+    """log Phi(z): the lower tail's own logarithm below 0, `log1p` of the small
+    complement above."""
+    log_phi, _, e = _upper_tail(z)
+    log_tail = log_phi + 0.5 * math.log(math.pi / 2) + jnp.log(e)  # log Phi(-|z|)
+    return jnp.where(z < 0, log_tail, jnp.log1p(-jnp.exp(log_tail)))
+
+
+def _ndtr(z):
+    log_phi, _, e = _upper_tail(z)
+    tail = jnp.exp(log_phi) * math.sqrt(math.pi / 2) * e  # Phi(-|z|)
+    return jnp.where(z < 0, tail, 1.0 - tail)
+
+
+def _log_h(z):
+    """log(phi(z) + z * Phi(z)), accurate and with useful gradients for very negative z.
+
+    `h(z) = max(z, 0) + phi(z) g` with `g = 1 - |z| Phi(-|z|) / phi(z)` in (0, 1], from
+    one `erfcx` (`_upper_tail`). `g` loses digits to cancellation as `|z|` grows (it
+    tends to `1 / z^2`), so below -10 the asymptotic series takes over. Each branch sees
+    its input clipped to its own range, so no branch feeds a NaN into the gradient.
+    """
+    zc = jnp.where(z > -10.0, z, -10.0)
+    log_phi, t, e = _upper_tail(zc)
+    g = 1.0 - t * math.sqrt(math.pi / 2) * e
+    # -10 < z < 0: log phi(z) + log g.
+    below = log_phi + jnp.log(jnp.where(z < 0, g, 1.0))
+    # z >= 0: log(z + phi(z) g); phi underflows harmlessly for large z.
+    above = jnp.log(jnp.where(z < 0, 0.0, z) + jnp.exp(log_phi) * g)
+    # z <= -10: asymptotic series phi(z) / z^2 * (1 - 3/z^2 + 15/z^4 - 105/z^6 + 945/z^8).
+    za = jnp.where(z > -10.0, -10.0, z)
+    u = 1.0 / (za * za)
+    series = 1.0
+    for k in (9.0, 7.0, 5.0, 3.0):
+        series = 1.0 - k * u * series
+    asym = -0.5 * za * za - 0.5 * math.log(2 * math.pi) + jnp.log(u) + jnp.log(series)
+    return jnp.where(z >= 0, above, jnp.where(z > -10.0, below, asym))
 
 
 class BaseAcquisition(eqx.Module):
@@ -126,11 +185,11 @@ class PI(BaseAcquisition):
 
     def __call__(self, mean, std, y_max=None):
         z, _ = _z(mean, std, y_max, self.xi, "PI")
-        return ndtr(z)
+        return _ndtr(z)
 
     def score(self, mean, std, y_max=None):
         z, _ = _z(mean, std, y_max, self.xi, "PI")
-        return log_ndtr(z)
+        return _log_ndtr(z)
 
 
 class UCB(BaseAcquisition):

@@ -1,3 +1,5 @@
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +116,48 @@ def test_ei_margin_scales_with_std():
     a = hx.EI(xi=0.3)(jnp.array([1.0]), jnp.array([1.0]), 0.0)
     b = hx.EI(xi=0.3)(jnp.array([2.0]), jnp.array([2.0]), 0.0)
     np.testing.assert_allclose(2 * a, b, rtol=1e-5)
+
+
+def _reference_scores(z):
+    """log h(z) = log(phi + z Phi) and log Phi(z) with their derivatives, in float64.
+
+    `math.erfc` is accurate to double precision; between -35 and 35 neither value
+    underflows a double and the cancellation in `phi + z Phi` leaves about 13 digits.
+    """
+    phi = math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * math.erfc(-z / math.sqrt(2))
+    h = phi + z * cdf
+    log_cdf = math.log(cdf) if z < 0 else math.log1p(-0.5 * math.erfc(z / math.sqrt(2)))
+    return math.log(h), cdf / h, log_cdf, phi / cdf
+
+
+def test_ei_and_pi_scores_are_accurate_in_float32_with_their_gradients():
+    """The log-scores BayesianSearch maximises, and their slopes, from deep below the
+    incumbent (EI's tail) to far above it, at float32's accuracy. Catches a special
+    function that underflows (`erfcx` of a float32 between 9.2 and 9.4 was 0, so log
+    0) or a branch whose gradient goes wrong at its boundary."""
+    zs = np.concatenate([np.linspace(-35.0, 35.0, 7001), [-10.0, -9.4 * math.sqrt(2), 0.0, 12.0]])
+    zs = zs.astype(np.float32)
+    mean = jnp.asarray(zs)
+    std = jnp.ones_like(mean)
+    ei, pi = hx.EI(xi=0.0), hx.PI(xi=0.0)
+    got = {
+        "log_h": ei.score(mean, std, 0.0),  # log std + log h, std = 1
+        "d_log_h": jax.vmap(jax.grad(lambda m: ei.score(m, jnp.array(1.0), 0.0)))(mean),
+        "log_cdf": pi.score(mean, std, 0.0),
+        "d_log_cdf": jax.vmap(jax.grad(lambda m: pi.score(m, jnp.array(1.0), 0.0)))(mean),
+    }
+    ref = np.array([_reference_scores(float(z)) for z in zs]).T
+    for (name, value), expected in zip(got.items(), ref, strict=True):
+        value = np.asarray(value, np.float64)
+        assert np.all(np.isfinite(value)), name
+        if name == "d_log_cdf":  # where the slope underflows float32, only its sign counts
+            small = expected < 1e-30
+            assert np.all(value[small] >= 0), name
+            value, expected = value[~small], expected[~small]
+        np.testing.assert_allclose(value, expected, rtol=5e-5, atol=1e-6, err_msg=name)
+    # The values PI and EI report (not their logarithms).
+    np.testing.assert_allclose(pi(mean, std, 0.0), np.exp(ref[2]), rtol=1e-5, atol=2e-7)
+    np.testing.assert_allclose(
+        ei(mean, std, 0.0), np.exp(ref[0]), rtol=5e-5, atol=1e-30, err_msg="EI"
+    )
