@@ -349,48 +349,47 @@ class Hyperband(eqx.Module):
             default=0,
         )
         schedule = self.brackets()
+        # Keys and random configurations are drawn for the largest rung and cut to size
+        # (JAX's threefry numbers its outputs in order, so the first `n` of a split into
+        # more keys are the keys of a split into `n`): one program each, not one per size.
+        n_most = max(br[0].n_configurations for br in schedule)
         for b, bracket in enumerate(schedule):
-            key, k_sample, k_init = jax.random.split(key, 3)
             n0 = bracket[0].n_configurations
             n_model = self._n_model(n0)
-            drawn_by_model = self.model is not None and model_brackets[b] and n_model
-            if drawn_by_model:
-                key, k_model = jax.random.split(key)
+            drawn_by_model = bool(self.model is not None and model_brackets[b] and n_model)
+            key, k_init, k_model, X = _bracket_draw(state.space, key, n_most, drawn_by_model)
+            X = _head(X, n0)
             if r < done:  # replayed: the configurations the first run drew
-                X = state.X[row : row + n0]
-            else:
-                X = flat.from_unit(flat.sample_unit(k_sample, n0))
-                if drawn_by_model:
-                    model = dataclasses.replace(
-                        self.model, n_parallel=n_draw, n_warmup=0, maximize=self.maximize
-                    )
-                    drawn = _model_draws(model, state, self.min_budget, self.max_budget, k_model)
-                    X = jnp.concatenate([drawn[:n_model], X[n_model:]])
-            ids = jnp.arange(next_configuration, next_configuration + n0, dtype=jnp.int32)
+                X = _rows(state.X, row, n0)
+            elif drawn_by_model:
+                model = dataclasses.replace(
+                    self.model, n_parallel=n_draw, n_warmup=0, maximize=self.maximize
+                )
+                drawn = _model_draws(model, state, self.min_budget, self.max_budget, k_model)
+                X = _with_drawn(X, drawn, n_model)
+            ids = jnp.asarray(np.arange(n0, dtype=np.int32) + next_configuration)
             next_configuration += n0
             carry = None
             if init_carry is not None and r >= done:
-                carry = _init(init_carry, flat.unflatten(X), jax.random.split(k_init, n0), mesh)
+                carry = _init(init_carry, flat.unflatten(X), _split(k_init, n_most), mesh)
             for i, rung in enumerate(bracket):
-                key, k_eval = jax.random.split(key)
                 params = flat.unflatten(X)
                 n = len(X)
-                sl = slice(row, row + n)
+                key, keys = _rung_keys(key, n_most)  # the rung's keys: the first n
                 last_in_bracket = i + 1 == len(bracket)
                 replayed = r < done
                 if replayed:
-                    results = state.y[sl]
+                    results = _rows(state.y, row, n)
                     if r == done - 1 and init_carry is not None and not last_in_bracket:
                         carry = jax.tree_util.tree_map(jnp.asarray, run.arrays)
                     bar.see(results, best=rung.budget == self.max_budget)
                 else:
-                    keys = jax.random.split(k_eval, n)
                     budget = jnp.asarray(rung.budget, jnp.int32)
                     if carry is None:
                         results = _evaluate(objective, params, keys, budget, mesh)
                     else:
                         results, carry = _continue(objective, params, keys, budget, carry, mesh)
-                    state = _record(state, sl, X, results, rung.budget, ids, b, i)
+                    state = _record(state, _i32(row), X, results, budget, ids, _i32(b), _i32(i))
                 row, r = row + n, r + 1
                 params_hist.append(params)
                 results_hist.append(results)
@@ -418,10 +417,8 @@ class Hyperband(eqx.Module):
                 if stopped and r >= done:
                     return state, (params_hist, results_hist)
                 if not last_in_bracket:
-                    keep = _promote(results, bracket[i + 1].n_configurations, self.maximize)
-                    X, ids = X[keep], ids[keep]
-                    if carry is not None:
-                        carry = jax.tree_util.tree_map(lambda c, k=keep: c[k], carry)
+                    k = bracket[i + 1].n_configurations
+                    X, ids, carry = _advance(results, X, ids, carry, k, self.maximize)
         return state, (params_hist, results_hist)
 
     def optimize_host(
@@ -856,21 +853,94 @@ class _HostDraws:
         return np.asarray(drawn[0])
 
 
-def _record(state: HyperbandState, rows: slice, X, results, budget, ids, bracket, rung):
-    """`state` with one rung's evaluations written into `rows`."""
+# The host loop's bookkeeping between rungs is compiled, one small program per rung
+# size: run op by op, each operation compiled a program of its own for every shape it
+# met (about 260 programs and 8 s before the first result of a model-based search;
+# benchmarks/RESULTS.md, "The bookkeeping between rungs, compiled").
+
+
+def _i32(v: int) -> Array:
+    return jnp.asarray(v, jnp.int32)
+
+
+@jit
+def _split(key, n: int):
+    return jax.random.split(key, n)
+
+
+@jit
+def _bracket_draw(space: PyTree, key, n: int, model: bool):
+    """A bracket's keys `(key, k_init, k_model)` (`k_model` None unless `model`) and `n`
+    random configurations (raw rows; the bracket takes the first ones it needs)."""
+    key, k_sample, k_init = jax.random.split(key, 3)
+    k_model = None
+    if model:
+        key, k_model = jax.random.split(key)
+    flat = flatten_space(space)
+    return key, k_init, k_model, flat.from_unit(flat.sample_unit(k_sample, n))
+
+
+@jit
+def _rung_keys(key, n: int):
+    """The next key, and `n` evaluation keys (a rung uses the first ones it needs)."""
+    key, k_eval = jax.random.split(key)
+    return key, jax.random.split(k_eval, n)
+
+
+def _head(x: Array, n: int) -> Array:
+    """The first `n` rows of `x`: cut on the host when `x` is concrete (an operation on a
+    new shape would compile a program), inside the trace otherwise."""
+    return x[:n] if is_traced(x) else jnp.asarray(np.asarray(x)[:n])
+
+
+def _population(params: PyTree) -> int:
+    return jax.tree_util.tree_leaves(params)[0].shape[0]
+
+
+@jit
+def _with_drawn(X, drawn, n_model: int):
+    """`X` with its first `n_model` rows the model's draws."""
+    return jnp.concatenate([drawn[:n_model], X[n_model:]])
+
+
+def _rows(x: Array, row: int, n: int) -> Array:
+    """Rows `row` to `row + n` of `x` (as `_head`)."""
+    if is_traced(x):
+        return jax.lax.dynamic_slice_in_dim(x, row, n)
+    return jnp.asarray(np.asarray(x)[row : row + n])
+
+
+@jit
+def _record(state: HyperbandState, row, X, results, budget, ids, bracket, rung):
+    """`state` with one rung's evaluations written into rows `row` onwards."""
+    n = X.shape[0]
+
+    def put(buffer, values):
+        values = jnp.broadcast_to(jnp.asarray(values, buffer.dtype), (n, *buffer.shape[1:]))
+        return jax.lax.dynamic_update_slice_in_dim(buffer, values, row, 0)
+
     return eqx.tree_at(
         lambda s: (s.X, s.y, s.budget, s.configuration, s.bracket, s.rung, s.mask),
         state,
         (
-            state.X.at[rows].set(X),
-            state.y.at[rows].set(results),
-            state.budget.at[rows].set(budget),
-            state.configuration.at[rows].set(ids),
-            state.bracket.at[rows].set(bracket),
-            state.rung.at[rows].set(rung),
-            state.mask.at[rows].set(True),
+            put(state.X, X),
+            put(state.y, results),
+            put(state.budget, budget),
+            put(state.configuration, ids),
+            put(state.bracket, bracket),
+            put(state.rung, rung),
+            put(state.mask, True),
         ),
     )
+
+
+@jit
+def _advance(results, X, ids, carry, k: int, maximize: bool):
+    """The `k` configurations promoted to the next rung: their rows, ids and training
+    states."""
+    keep = _promote(results, k, maximize)
+    carry = None if carry is None else jax.tree_util.tree_map(lambda c: c[keep], carry)
+    return X[keep], ids[keep], carry
 
 
 def _take(tree: PyTree, n: int) -> PyTree:
@@ -880,8 +950,10 @@ def _take(tree: PyTree, n: int) -> PyTree:
 @jit
 def _evaluate(objective, params, keys, budget, mesh=None) -> Array:
     """One rung: every configuration evaluated with `budget`, under `vmap` (split over
-    `mesh`'s devices when given)."""
-    n = keys.shape[0]
+    `mesh`'s devices when given). `keys` may be longer than the population: the first
+    ones are used."""
+    n = _population(params)
+    keys = keys[:n]
     params, keys = pad_to_mesh((params, keys), mesh)
     out = jax.vmap(objective, in_axes=(0, 0, None))(keys, params, budget)
     return jnp.asarray(out, float_dtype()).reshape(keys.shape[0])[:n]
@@ -889,15 +961,18 @@ def _evaluate(objective, params, keys, budget, mesh=None) -> Array:
 
 @jit
 def _init(init_carry, params, keys, mesh=None):
-    """Every configuration's training state before its first rung."""
-    n = keys.shape[0]
+    """Every configuration's training state before its first rung (`keys` as for
+    `_evaluate`)."""
+    n = _population(params)
+    keys = keys[:n]
     return _take(jax.vmap(init_carry)(*pad_to_mesh((keys, params), mesh)), n)
 
 
 @jit
 def _continue(objective, params, keys, budget, carry, mesh=None):
-    """One rung of continued trainings: `(results, carries)`."""
-    n = keys.shape[0]
+    """One rung of continued trainings: `(results, carries)` (`keys` as for `_evaluate`)."""
+    n = _population(params)
+    keys = keys[:n]
     params, keys, carry = pad_to_mesh((params, keys, carry), mesh)
     out, carry = jax.vmap(objective, in_axes=(0, 0, None, 0))(keys, params, budget, carry)
     return jnp.asarray(out, float_dtype()).reshape(keys.shape[0])[:n], _take(carry, n)

@@ -186,6 +186,36 @@ MODEL = hx.BayesianSearch(
 )
 
 
+def test_the_host_loop_compiles_a_few_programs_per_rung_size_not_one_per_operation():
+    """Between rungs the loop draws keys and configurations, records results and
+    promotes the best. Run op by op, every operation compiled a program of its own for
+    each shape it met: 243 programs for this schedule (8 rung sizes), about 8 s of a
+    model-based search's first run. Now: the rung's evaluation, its record and its
+    promotion per size, and a few programs for the draws."""
+    lowered = []
+
+    def listen(event, secs, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(event)
+
+    space = {"x": hx.LinearSpace(0.0, 1.0), "lr": hx.LogSpace(1e-3, 1.0)}
+
+    def quadratic(key, p, budget):  # a new function: nothing of it is compiled yet
+        return (p["x"] - 0.3) ** 2 + jnp.log10(p["lr"] / 0.01) ** 2 / budget
+
+    state, opt = hx.Hyperband.init(space, min_budget=1, max_budget=27, eta=3, maximize=False)
+    sizes = {rung.n_configurations for bracket in opt.brackets() for rung in bracket}
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        state, _ = opt.optimize(state, jax.random.PRNGKey(0), quadratic)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    n_rows = sum(rung.n_configurations for bracket in opt.brackets() for rung in bracket)
+    assert len(sizes) == 8 and int(state.mask.sum()) == n_rows
+    # At least the 8 evaluations (the objective is new); at most a few programs per size.
+    assert len(sizes) <= len(lowered) <= 4 * len(sizes) + 12, len(lowered)
+
+
 def test_rounds_repeat_the_schedule_and_the_model_starts_once_there_are_enough_results():
     hb = hx.Hyperband(min_budget=1, max_budget=9, n_rounds=2, model=MODEL)
     once = schedule(hx.Hyperband(min_budget=1, max_budget=9))
