@@ -43,7 +43,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ._checks import check_int, check_positional, is_traced
 from ._dtypes import float_dtype
 from ._jit import jit
-from ._loop import Progress, check_callback
+from ._loop import Progress, _split, check_callback
 from .base import OptimizerState
 from .bayesian import BayesianSearch, fit_model, suggest_raw
 from .checkpoint import RunCheckpoint
@@ -358,7 +358,7 @@ class Hyperband(eqx.Module):
             n_model = self._n_model(n0)
             drawn_by_model = bool(self.model is not None and model_brackets[b] and n_model)
             key, k_init, k_model, X = _bracket_draw(state.space, key, n_most, drawn_by_model)
-            X = _head(X, n0)
+            X = _rows(X, 0, n0)
             if r < done:  # replayed: the configurations the first run drew
                 X = _rows(state.X, row, n0)
             elif drawn_by_model:
@@ -864,11 +864,6 @@ def _i32(v: int) -> Array:
 
 
 @jit
-def _split(key, n: int):
-    return jax.random.split(key, n)
-
-
-@jit
 def _bracket_draw(space: PyTree, key, n: int, model: bool):
     """A bracket's keys `(key, k_init, k_model)` (`k_model` None unless `model`) and `n`
     random configurations (raw rows; the bracket takes the first ones it needs)."""
@@ -887,12 +882,6 @@ def _rung_keys(key, n: int):
     return key, jax.random.split(k_eval, n)
 
 
-def _head(x: Array, n: int) -> Array:
-    """The first `n` rows of `x`: cut on the host when `x` is concrete (an operation on a
-    new shape would compile a program), inside the trace otherwise."""
-    return x[:n] if is_traced(x) else jnp.asarray(np.asarray(x)[:n])
-
-
 def _population(params: PyTree) -> int:
     return jax.tree_util.tree_leaves(params)[0].shape[0]
 
@@ -904,7 +893,8 @@ def _with_drawn(X, drawn, n_model: int):
 
 
 def _rows(x: Array, row: int, n: int) -> Array:
-    """Rows `row` to `row + n` of `x` (as `_head`)."""
+    """Rows `row` to `row + n` of `x`: cut on the host when `x` is concrete (an operation
+    on a new shape would compile a program), inside the trace otherwise."""
     if is_traced(x):
         return jax.lax.dynamic_slice_in_dim(x, row, n)
     return jnp.asarray(np.asarray(x)[row : row + n])
