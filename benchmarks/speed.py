@@ -156,7 +156,7 @@ def peak_bytes():
     return stats.get("peak_bytes_in_use")
 
 
-def seeds(n_seeds, budget=30, n_sequential=None):
+def seeds(n_seeds, budget=30, n_sequential=None, config="recommended"):
     """n_seeds Branin searches: together under filter_vmap vs one after another.
 
     `n_sequential` (default all) searches are timed one after another and the time
@@ -169,7 +169,7 @@ def seeds(n_seeds, budget=30, n_sequential=None):
     import hyperoptax as hx
 
     space, f, _, _ = PROBLEMS["branin"]
-    kw = eval(RECOMMENDED, {"hx": hx})
+    kw = eval(CONFIGS[config], {"hx": hx})
     state, opt = hx.BayesianSearch.init(
         space, n_max=budget, maximize=False, **{**kw, "n_parallel": 1}
     )
@@ -316,6 +316,12 @@ def main():
     )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
+        "--seeds-config",
+        choices=list(CONFIGS),
+        default="recommended",
+        help="the settings of the `seeds` section's searches",
+    )
+    ap.add_argument(
         "--xla-defaults",
         action="store_true",
         help="build the library's programs with XLA's default CPU fusion emitters "
@@ -390,14 +396,15 @@ def main():
         )
     if want("seeds"):
         print(
-            "\n| seeds (Branin, 30 evaluations, recommended) | together, filter_vmap (s) "
+            f"\n| seeds (Branin, 30 evaluations, {args.seeds_config}) | together, filter_vmap (s) "
             "| one after another (s) | ratio | first vmapped call incl. compile (s) |"
         )
         print("|---|---|---|---|---|")
         for n in [1, 4] if args.quick else [1, 8, 64, 256]:
             # 256 seeds: the one-after-another time of 64 of them, scaled.
             r = _in_fresh_process(
-                f"seeds({n}, {8 if args.quick else 30}, n_sequential={min(n, 64)})"
+                f"seeds({n}, {8 if args.quick else 30}, n_sequential={min(n, 64)}, "
+                f"config={args.seeds_config!r})"
             )
             print(
                 f"| {n} | {r['vmapped']:.2f} | {r['sequential']:.2f} | "

@@ -215,38 +215,59 @@ def _masked_gram(kernel, params, X, mask, jitter):
     return _gram(_cross(kernel, params, X, X), params, mask, jitter)[0]
 
 
+def _factor_one(K, shift):
+    L = jnp.linalg.cholesky(K)
+    # Rare numerical failure: retry with `shift` more on the diagonal.
+    eye = jnp.eye(K.shape[-1], dtype=K.dtype)
+    return jax.lax.cond(
+        jnp.any(jnp.isnan(L)), lambda: jnp.linalg.cholesky(K + shift * eye), lambda: L
+    )
+
+
 @jax.custom_batching.custom_vmap
-def _cholesky_one_by_one(K):
-    return jnp.linalg.cholesky(K)
+def _factor(K, shift):
+    return _factor_one(K, shift)
 
 
-@_cholesky_one_by_one.def_vmap
-def _cholesky_vmap(axis_size, in_batched, K):
+@_factor.def_vmap
+def _factor_vmap(axis_size, in_batched, K, shift):
     # Under vmap on the CPU, factorise the batch one matrix at a time: jaxlib's batched
     # CPU Cholesky splits a batch over XLA's thread pool and blocks its own thread until
     # the pieces finish, so run from a pool thread it can deadlock (many searches
     # under one `filter_vmap`; benchmarks/RESULTS.md, "Speed"). The matrices here are
     # small, so the loop costs little. Other platforms (GPUs) factorise the batch at once.
-    (batched,) = in_batched
-    if not batched:
-        return _cholesky_one_by_one(K), False
-    L = jax.lax.platform_dependent(
-        K, cpu=lambda K: jax.lax.map(_cholesky_one_by_one, K), default=jnp.linalg.cholesky
+    # The retry is decided for the whole batch: a `cond` on each matrix's own failure
+    # would, vmapped, factorise every matrix twice.
+    K_batched, shift_batched = in_batched
+    if not K_batched:
+        return _factor(K, shift), False
+    if not shift_batched:
+        shift = jnp.broadcast_to(shift, (axis_size,))
+    factor = lambda K: jax.lax.platform_dependent(  # noqa: E731
+        K, cpu=lambda K: jax.lax.map(jnp.linalg.cholesky, K), default=jnp.linalg.cholesky
     )
-    return L, True
+    L = factor(K)
+    failed = jnp.any(jnp.isnan(L), axis=(-2, -1))
+    eye = jnp.eye(K.shape[-1], dtype=K.dtype)[None]
+
+    def retry():
+        shifted = factor(K + shift[:, None, None].astype(K.dtype) * eye)
+        return jnp.where(failed[:, None, None], shifted, L)
+
+    return jax.lax.cond(jnp.any(failed), retry, lambda: L), True
 
 
 @jax.custom_jvp
-def cholesky(K: Float[Array, "n n"]) -> Float[Array, "n n"]:
-    """Lower Cholesky factor, safe under `vmap` on the CPU, differentiable."""
-    return _cholesky_one_by_one(K)
+def _factor_shifted(K, shift):
+    return _factor(K, shift)
 
 
-@cholesky.defjvp
-def _cholesky_jvp(primals, tangents):
-    # dL = L Phi(L^-1 dK L^-T), Phi = lower triangle with the diagonal halved.
-    (K,), (dK,) = primals, tangents
-    L = cholesky(K)
+@_factor_shifted.defjvp
+def _factor_jvp(primals, tangents):
+    # dL = L Phi(L^-1 dK L^-T), Phi = lower triangle with the diagonal halved. The
+    # shift is a numerical safeguard, held constant.
+    (K, shift), (dK, _) = primals, tangents
+    L = _factor_shifted(K, shift)
     dK = 0.5 * (dK + dK.T)
     tmp = jax.scipy.linalg.solve_triangular(L, dK, lower=True)
     tmp = jax.scipy.linalg.solve_triangular(L, tmp.T, lower=True).T
@@ -254,15 +275,14 @@ def _cholesky_jvp(primals, tangents):
     return L, L @ phi
 
 
+def cholesky(K: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    """Lower Cholesky factor, safe under `vmap` on the CPU, differentiable."""
+    return _factor_shifted(K, jnp.zeros((), K.dtype))
+
+
 def _cholesky(K, jitter):
-    L = cholesky(K)
-    # Rare numerical failure: retry once with a much larger diagonal.
-    eye = jnp.eye(K.shape[0], dtype=K.dtype)
-    return jax.lax.cond(
-        jnp.any(jnp.isnan(L)),
-        lambda: cholesky(K + (1e3 * jitter + (1e-8 if is_f64(K.dtype) else 1e-4)) * eye),
-        lambda: L,
-    )
+    """`cholesky(K)`, or where that fails that of `K` with a much larger diagonal."""
+    return _factor_shifted(K, 1e3 * jitter + (1e-8 if is_f64(K.dtype) else 1e-4))
 
 
 # XLA's CPU triangular solve with one right-hand side slows down faster than the square

@@ -292,6 +292,26 @@ def test_cholesky_under_vmap_factorises_one_matrix_at_a_time_and_differentiates(
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
 
 
+def test_a_failed_factorisation_is_retried_for_that_matrix_alone_under_vmap():
+    # One matrix of the batch is not positive definite (an eigenvalue of -1e-5): its
+    # factor comes from the retry's larger diagonal, the others' are untouched, and the
+    # vmapped results equal the unbatched ones matrix by matrix.
+    A = jax.random.normal(jax.random.PRNGKey(9), (4, 5, 5))
+    K = A @ jnp.swapaxes(A, -1, -2) + jnp.eye(5)[None]
+    v = jnp.ones(5) / jnp.sqrt(5.0)
+    K = K.at[2].set(jnp.eye(5) - (1 + 1e-5) * jnp.outer(v, v))
+    assert np.isnan(jnp.linalg.cholesky(K[2])).any()
+    jitter = 1e-6
+    batched = jax.jit(jax.vmap(lambda k: gp._cholesky(k, jitter)))(K)
+    one_by_one = jnp.stack([jax.jit(lambda k: gp._cholesky(k, jitter))(k) for k in K])
+    assert np.isfinite(batched).all()
+    np.testing.assert_array_equal(batched, one_by_one)
+    for i in (0, 1, 3):
+        np.testing.assert_array_equal(batched[i], jnp.linalg.cholesky(K[i]))
+    shifted = K[2] + (1e3 * jitter + 1e-4) * jnp.eye(5)
+    np.testing.assert_allclose(batched[2], jnp.linalg.cholesky(shifted), rtol=1e-5)
+
+
 def test_nearest_takes_the_observed_rows_nearest_in_length_scales():
     n = 30
     Xs = jax.random.uniform(jax.random.PRNGKey(3), (n, D))
