@@ -288,7 +288,10 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
             results: observed objective values, shape `(k,)` (usually `(n_parallel,)`).
             params: the configurations of the results: a batched params pytree (each
                 leaf `(k,)`, as `get_next_params` returns) or a raw `(k, n_params)`
-                array.
+                array. Values must lie in the search space: a concrete batch with one
+                outside it (a bound crossed, a fraction for an integer, not a member of
+                a discrete space, NaN) raises a `ValueError` naming the parameter,
+                because the model cannot place it on its unit cube.
         """
         name = type(self).__name__
         flat = flatten_space(state.space)
@@ -301,6 +304,7 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
                 f"per configuration."
             )
         flat.check_batch(params, k, where)
+        flat.check_given(params, where)
         results = as_results(results, k, name, method="update_state")
         free = self._free_slots(state)
         if free is not None and free < k:
@@ -391,6 +395,9 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
     def best_params(self, state: BayesianSearchState) -> PyTree:
         """The observed configuration (each leaf a scalar) the model believes best.
 
+        Raises a `ValueError` while no observation has a finite result (none recorded,
+        or every one NaN or inf): there is no configuration to report.
+
         With noisy results the luckiest observation is not the best configuration: a
         mediocre one with a lucky draw beats a good one with an unlucky draw. So among
         the observations whose result the noise cannot tell apart from the best (within
@@ -408,7 +415,13 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         result.
         """
         flat = flatten_space(state.space)
+        message = f"{type(self).__name__}.best_params: no observation has a finite result yet."
+        traced = is_traced(state.y) or is_traced(state.mask)
+        if not traced and not np.any(np.asarray(state.mask) & np.isfinite(np.asarray(state.y))):
+            raise ValueError(message)
         row = state.X[_best_index(self, state)]
+        if traced:  # under jit or vmap: the same error, raised when the program runs
+            row = eqx.error_if(row, ~jnp.any(state.mask & jnp.isfinite(state.y)), message)
         return jax.tree_util.tree_map(lambda leaf: leaf[0], flat.unflatten(row[None, :]))
 
 

@@ -488,6 +488,21 @@ class FlatSpace:
         lo, hi = self._col(self.lo, x), self._col(self.hi, x)
         return (w - lo) / (hi - lo)
 
+    def check_given(self, params, owner: str) -> None:
+        """`check_values` on a checked batch (pytree or raw matrix) when it is concrete;
+        a traced batch cannot be read on the host and passes."""
+        leaves = [params] if is_matrix(params) else jax.tree_util.tree_leaves(params)
+        if any(is_traced(leaf) for leaf in leaves):
+            return
+        # In the dtype the search computes in, as `as_matrix` gives it: discrete members
+        # compare equal there.
+        dtype = np.dtype(float_dtype())
+        if is_matrix(params):
+            x = np.asarray(params, dtype)
+        else:
+            x = np.stack([np.asarray(leaf, dtype) for leaf in leaves], axis=-1)
+        self.check_values(x, owner)
+
     def check_values(self, x, owner: str) -> None:
         """Raise a `ValueError` naming the parameter if a raw value is not in its space.
 

@@ -286,6 +286,53 @@ def test_all_failed_falls_back_to_random(branin_opt):
     check_in_space(opt.get_next_params(state, KEY), BRANIN_SPACE, 3)
 
 
+def test_best_params_raises_while_no_result_is_finite(branin_opt):
+    # Not the empty buffer's zero row, a configuration nobody evaluated.
+    state, opt = branin_opt
+    failed = opt.update_state(state, KEY, jnp.array([jnp.nan, jnp.inf, -jnp.inf]), jnp.ones((3, 2)))
+    for s in (state, failed):
+        with pytest.raises(ValueError, match="no observation has a finite result yet"):
+            opt.best_params(s)
+    with pytest.raises(RuntimeError, match="no observation has a finite result yet"):
+        eqx.filter_jit(opt.best_params)(failed)
+    X = jnp.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    one = opt.update_state(failed, KEY, jnp.array([jnp.nan, 4.0, jnp.nan]), X)
+    best = opt.best_params(one)
+    assert (float(best["x1"]), float(best["x2"])) == (2.0, 3.0)
+
+
+def test_update_state_refuses_configurations_outside_the_space(mixed_opt):
+    state, opt = mixed_opt
+    good = {
+        "lr": jnp.array([1e-3, 1e-2]),
+        "layers": jnp.array([2, 4]),
+        "width": jnp.array([8, 512]),
+        "act": jnp.array([0, 2]),
+        "dropout": jnp.array([0.0, 0.5]),
+    }
+    bad = [
+        ("lr", -1e-3, r"\['lr'\] of configuration 1 is -0.001"),  # NaN on the unit cube
+        ("lr", 0.5, r"\['lr'\] of configuration 1 is 0.5, not a number in \[1e-05, 0.1\]"),
+        ("layers", 5, r"\['layers'\] of configuration 1 is 5.0, not an integer in \[1, 4\]"),
+        ("width", 100.5, r"\['width'\] .* not an integer"),
+        ("act", 3, r"\['act'\] of configuration 1 is 3.0, not one of \(0.0, 1.0, 2.0\)"),
+        ("dropout", jnp.nan, r"\['dropout'\] of configuration 1 is nan"),
+    ]
+    results = jnp.array([1.0, 2.0])
+    for name, value, message in bad:
+        params = {**good, name: good[name].astype(float).at[1].set(value)}
+        with pytest.raises(ValueError, match=message):
+            opt.update_state(state, KEY, results, params)
+        matrix = jnp.stack(jax.tree_util.tree_leaves(params), axis=1)
+        with pytest.raises(ValueError, match=message):
+            opt.update_state(state, KEY, results, matrix)
+        # Traced, the batch cannot be read: recorded as given, no error.
+        eqx.filter_jit(opt.update_state)(state, KEY, results, matrix)
+    recorded = opt.update_state(state, KEY, results, good)
+    expected = jnp.stack(jax.tree_util.tree_leaves(good), axis=1).astype(recorded.X.dtype)
+    np.testing.assert_allclose(recorded.X[:2], expected, rtol=1e-6)
+
+
 @settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
