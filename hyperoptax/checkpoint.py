@@ -171,6 +171,8 @@ def _encode(header: dict, payload: PyTree) -> bytes:
 
 def _write_atomic(path: Path, header: dict, payload: PyTree) -> None:
     path = Path(path)
+    if path.is_dir():  # else the error would name the temporary file renamed onto it
+        raise IsADirectoryError(f"{str(path)!r} is a directory; pass a file path inside it.")
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
     data = _encode(header, payload)

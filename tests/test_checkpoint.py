@@ -192,6 +192,15 @@ print("failed", failed)
 """
 
 
+def test_saving_onto_a_directory_names_the_directory_and_leaves_nothing(tmp_path, search):
+    state, opt = search
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"runs' is a directory; pass a file path"):
+        hx.save_state(tmp_path / "runs", state, opt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
 def test_concurrent_writers_never_break_each_other(tmp_path, search):
     """Processes saving to one path (every process of a multi-host search does) all succeed."""
     ckpt = tmp_path / "shared.ckpt"
