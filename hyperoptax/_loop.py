@@ -28,7 +28,16 @@ from .spaces import flatten_space, to_configs
 if TYPE_CHECKING:
     from .base import Optimizer, OptimizerState
 
-__all__ = ["check_objective", "check_callback", "jit_step", "scan", "host_loop", "async_host_loop"]
+__all__ = [
+    "abstract_arguments",
+    "check_objective",
+    "check_scalar_output",
+    "check_callback",
+    "jit_step",
+    "scan",
+    "host_loop",
+    "async_host_loop",
+]
 
 CALLBACK_USAGE = "callback(iteration, state, params, results)"
 
@@ -45,22 +54,32 @@ def check_objective(
     check_positional(
         owner, "func", func, 2, "fn(key, params) -> scalar (`params`: one configuration)"
     )
+    check_scalar_output(jax.eval_shape(func, *abstract_arguments(state, key)), "func")
+
+
+def abstract_arguments(state: OptimizerState, key: PRNGKeyArray) -> tuple[Any, Any]:
+    """The shapes of an objective's `(key, params)` for one configuration of `state`'s
+    space, for `jax.eval_shape`."""
     flat = flatten_space(state.space)
     params = jax.tree_util.tree_unflatten(
         flat.treedef, [jax.ShapeDtypeStruct((), dt) for dt in flat.dtypes]
     )
-    key = jax.eval_shape(lambda k: jax.random.split(k, 1)[0], key)
-    out = jax.eval_shape(func, key, params)
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
-        shapes = [getattr(x, "shape", None) for x in jax.tree_util.tree_leaves(out)]
-        if isinstance(out, jax.ShapeDtypeStruct):
-            what = f"an array of shape {out.shape}"
-        else:  # a tuple, list, dict, ...: the objective returns one number, not a container
-            what = f"a {type(out).__name__} holding arrays of shapes {shapes}"
-        hint = " Call `.squeeze()` inside `func` before returning." if shapes == [(1,)] else ""
-        raise ValueError(
-            f"`func` must return a scalar (one array of shape ()), but it returned {what}.{hint}"
-        )
+    return jax.eval_shape(lambda k: jax.random.split(k, 1)[0], key), params
+
+
+def check_scalar_output(out: Any, name: str) -> None:
+    """Raise a `ValueError` unless `out` (from `jax.eval_shape`) is one scalar array."""
+    if isinstance(out, jax.ShapeDtypeStruct) and out.shape == ():
+        return
+    shapes = [getattr(x, "shape", None) for x in jax.tree_util.tree_leaves(out)]
+    if isinstance(out, jax.ShapeDtypeStruct):
+        what = f"an array of shape {out.shape}"
+    else:  # a tuple, list, dict, ...: the objective returns one number, not a container
+        what = f"a {type(out).__name__} holding arrays of shapes {shapes}"
+    hint = f" Call `.squeeze()` inside `{name}` before returning." if shapes == [(1,)] else ""
+    raise ValueError(
+        f"`{name}` must return a scalar (one array of shape ()), but it returned {what}.{hint}"
+    )
 
 
 def _step(

@@ -43,7 +43,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ._checks import check_int, check_positional, is_traced
 from ._dtypes import float_dtype
 from ._jit import jit
-from ._loop import Progress, _split, check_callback
+from ._loop import Progress, _split, abstract_arguments, check_callback, check_scalar_output
 from .base import OptimizerState
 from .bayesian import BayesianSearch, fit_model, suggest_raw
 from .checkpoint import RunCheckpoint
@@ -299,6 +299,7 @@ class Hyperband(eqx.Module):
         else:
             check_positional(name, "objective", objective, 4, CARRY_USAGE)
             check_positional(name, "init_carry", init_carry, 2, "init_carry(key, params) -> carry")
+        _check_outputs(objective, init_carry, state, key)
         traced = is_traced(key) or any(is_traced(x) for x in jax.tree_util.tree_leaves(state))
         if traced and (callback is not None or progress or checkpoint is not None):
             raise ValueError(
@@ -935,6 +936,36 @@ def _advance(results, X, ids, carry, k: int, maximize: bool):
 
 def _take(tree: PyTree, n: int) -> PyTree:
     return jax.tree_util.tree_map(lambda x: x[:n], tree)
+
+
+def _layout(tree: PyTree) -> tuple[str, list]:
+    """A pytree's structure and its leaves' shapes and dtypes, comparable with `==`."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return str(treedef), [(leaf.shape, str(leaf.dtype)) for leaf in leaves]
+
+
+def _check_outputs(objective, init_carry, state: HyperbandState, key) -> None:
+    """Fail before anything runs, with what was expected, when the objective returns
+    something other than a scalar (and, continuing, the carry it was given)."""
+    k, params = abstract_arguments(state, key)
+    budget = jax.ShapeDtypeStruct((), jnp.int32)
+    if init_carry is None:
+        check_scalar_output(jax.eval_shape(objective, k, params, budget), "objective")
+        return
+    carry = jax.eval_shape(init_carry, k, params)
+    out = jax.eval_shape(objective, k, params, budget, carry)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValueError(
+            f"`objective` with `init_carry` must return `(result, carry)` "
+            f"({CARRY_USAGE}), but it returned {type(out).__name__} {out!r}."
+        )
+    check_scalar_output(out[0], "objective")
+    if _layout(out[1]) != _layout(carry):
+        raise ValueError(
+            f"`objective` must return a carry like the one it is given (the same pytree "
+            f"structure, shapes and dtypes: a rung's carries are stacked and fed to the "
+            f"next rung); `init_carry` made {carry}, the objective returned {out[1]}."
+        )
 
 
 @jit

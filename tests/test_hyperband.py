@@ -169,6 +169,31 @@ def test_objectives_with_the_wrong_signature_are_refused():
         opt.optimize(state, key, train, init_carry=3)
 
 
+def test_objectives_returning_the_wrong_thing_are_refused_before_anything_runs():
+    state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=3)
+    key = jax.random.PRNGKey(0)
+    calls = []
+
+    def vector(key, params, budget):
+        calls.append(1)
+        return jnp.stack([params["x"], params["x"]])
+
+    with pytest.raises(ValueError, match=r"`objective` must return a scalar .* shape \(2,\)"):
+        opt.optimize(state, key, vector)
+    with pytest.raises(ValueError, match=r"must return `\(result, carry\)`"):
+        opt.optimize(state, key, lambda k, p, b, c: train(k, p, b, c)[0], init_carry=start)
+    with pytest.raises(ValueError, match="a carry like the one it is given"):
+        opt.optimize(state, key, lambda k, p, b, c: (train(k, p, b, c)[0], c[0]), init_carry=start)
+
+    def wider(key, params, budget, carry):
+        loss, (w, done) = train(key, params, budget, carry)
+        return loss, (w.astype(jnp.float16), done)
+
+    with pytest.raises(ValueError, match="a carry like the one it is given"):
+        opt.optimize(state, key, wider, init_carry=start)
+    assert calls == [1]  # traced once for its shape, never run
+
+
 def test_searches_vmap_over_seeds():
     state, opt = hx.SuccessiveHalving.init(SPACE, min_budget=1, max_budget=9, eta=3)
     keys = jax.random.split(jax.random.PRNGKey(3), 3)
