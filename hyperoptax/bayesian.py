@@ -433,10 +433,10 @@ def _configurations(space: PyTree, params, where: str) -> np.ndarray:
         if len(params) == 0:
             return np.zeros((0, flat.n_params))
         params = from_configs(params, space)
-    n = flat.batch_size(params)
-    flat.check_batch(params, n, where)
-    X = np.asarray(flat.as_matrix(params))
-    flat.check_values(X, where)
+    flat.check_batch(params, flat.batch_size(params), where)
+    X = flat.check_given(params, where)
+    if X is None:
+        raise TypeError(f"{where}: configurations must be concrete values, not traced ones.")
     return X
 
 

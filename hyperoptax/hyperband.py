@@ -46,7 +46,7 @@ from ._jit import jit
 from ._loop import Progress, _split, abstract_arguments, check_callback, check_scalar_output
 from .base import OptimizerState
 from .bayesian import BayesianSearch, fit_model, suggest_raw
-from .checkpoint import RunCheckpoint
+from .checkpoint import RunCheckpoint, _describe_arrays
 from .host import check_on_error, settle
 from .sharding import check_mesh, pad_to_mesh
 from .spaces import LogSpace, flatten_space, to_configs
@@ -940,8 +940,7 @@ def _take(tree: PyTree, n: int) -> PyTree:
 
 def _layout(tree: PyTree) -> tuple[str, list]:
     """A pytree's structure and its leaves' shapes and dtypes, comparable with `==`."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return str(treedef), [(leaf.shape, str(leaf.dtype)) for leaf in leaves]
+    return str(jax.tree_util.tree_structure(tree)), _describe_arrays(tree)
 
 
 def _check_outputs(objective, init_carry, state: HyperbandState, key) -> None:

@@ -488,12 +488,12 @@ class FlatSpace:
         lo, hi = self._col(self.lo, x), self._col(self.hi, x)
         return (w - lo) / (hi - lo)
 
-    def check_given(self, params, owner: str) -> None:
-        """`check_values` on a checked batch (pytree or raw matrix) when it is concrete;
-        a traced batch cannot be read on the host and passes."""
+    def check_given(self, params, owner: str) -> np.ndarray | None:
+        """A shape-checked batch (pytree or raw matrix) as an `(n, d)` host matrix, after
+        `check_values`; `None` for a traced batch, which cannot be read on the host."""
         leaves = [params] if is_matrix(params) else jax.tree_util.tree_leaves(params)
         if any(is_traced(leaf) for leaf in leaves):
-            return
+            return None
         # In the dtype the search computes in, as `as_matrix` gives it: discrete members
         # compare equal there.
         dtype = np.dtype(float_dtype())
@@ -502,6 +502,7 @@ class FlatSpace:
         else:
             x = np.stack([np.asarray(leaf, dtype) for leaf in leaves], axis=-1)
         self.check_values(x, owner)
+        return x
 
     def check_values(self, x, owner: str) -> None:
         """Raise a `ValueError` naming the parameter if a raw value is not in its space.
