@@ -528,6 +528,10 @@ def replicate_noise_bound(
     near-replicates, or with pairs the model explains, the fitted noise stands. A
     smooth model fitted to a rugged deterministic objective takes its ripples for noise;
     configurations evaluated close together show that they are not.
+
+    Pairs of one configuration evaluated twice (`same_configuration`) are tested on
+    their own as well, and the smaller scale is kept: their difference is noise alone,
+    and the ripples of other near pairs must not hide that they repeat exactly.
     """
     noise = diagonal(params, jitter, data.y.dtype)
     k = kernel(data.X, data.X, jnp.exp(params.log_length_scale))
@@ -540,11 +544,30 @@ def replicate_noise_bound(
     sf2 = jnp.exp(2 * params.log_output_scale)
     k_top, rows = jax.lax.top_k(k_pair, min(n_pairs, n))
     counted = k_top >= min_correlation
-    m = jnp.sum(counted)
     variance = 2.0 * (noise + sf2 * jnp.clip(1.0 - k_top, 0.0))
-    t = jnp.sum(jnp.where(counted, (y[rows] - y[partner[rows]]) ** 2 / variance, 0.0))
-    scale = t / _chi2_quantile(level, jnp.maximum(m, 1).astype(y.dtype))
-    return jnp.where(m > 0, noise * jnp.minimum(scale, 1.0), noise)
+    ratio = (y[rows] - y[partner[rows]]) ** 2 / variance
+
+    def scale(pairs):
+        m = jnp.sum(pairs)
+        t = jnp.sum(jnp.where(pairs, ratio, 0.0))
+        q = _chi2_quantile(level, jnp.maximum(m, 1).astype(y.dtype))
+        return jnp.where(m > 0, t / q, jnp.inf)
+
+    same = counted & same_configuration(data.X[rows], data.X[partner[rows]], pairwise=False)
+    return noise * jnp.minimum(jnp.minimum(scale(counted), scale(same)), 1.0)
+
+
+# Two configurations closer than this in every coordinate of the unit cube are the same
+# one (a configuration's round trip through its space's values moves it by a few ulps).
+SAME_CONFIGURATION = 1e-5
+
+
+def same_configuration(a: Array, b: Array, pairwise: bool = True) -> Array:
+    """Whether rows of `a` and `b` (on the unit cube) are the same configuration: an
+    `(n, m)` table, or with `pairwise` false row `i` of `a` against row `i` of `b`."""
+    if pairwise:
+        a, b = a[:, None, :], b[None, :, :]
+    return jnp.all(jnp.abs(a - b) <= SAME_CONFIGURATION, axis=-1)
 
 
 def _chi2_quantile(p: float, dof: Array) -> Array:

@@ -116,6 +116,32 @@ def test_near_replicates_lower_the_noise_only_where_they_contradict_it():
     assert bound(params(ls=0.3, noise=0.5), gp.Dataset(near, rugged, jnp.ones(120, bool))) < 1e-3
 
 
+def test_a_configuration_evaluated_twice_measures_the_noise_on_its_own():
+    # Pairs 0.01 apart at length scale 0.3 are near-replicates (correlation > 0.99), but
+    # on ripples of wavelength 0.1 their results differ by more than a noise of 0.5
+    # would make them, so together they do not contradict it.
+    base = jax.random.uniform(KEY, (30, D))
+    X = jnp.concatenate([base, base + 0.01])
+    f = 3 * jnp.sin(60 * X[:, 0]) + X[:, 1]
+    p = params(ls=0.3, noise=0.5)
+    fitted = float(gp.diagonal(p, 1e-6, f.dtype))
+
+    def bound(X, y):
+        data = gp.Dataset(X, y, jnp.ones(len(y), bool))
+        return float(gp.replicate_noise_bound(KERNEL, p, data, 1e-6))
+
+    assert bound(X, f) == pytest.approx(fitted, rel=1e-4)
+    # One configuration evaluated again, the same result (a round trip through the
+    # space's values moves it by an ulp): that difference is noise alone, and it is none.
+    again = jnp.concatenate([X, X[3:4] * (1 + 1e-7)])
+    assert bound(again, jnp.concatenate([f, f[3:4]])) == 0.0
+    # Evaluated again with a result a noise draw away: the fitted noise stands.
+    assert bound(again, jnp.concatenate([f, f[3:4] + 0.7])) == pytest.approx(fitted, rel=1e-4)
+    # A configuration a thousandth away is another configuration: the pairs test it as before.
+    other = jnp.concatenate([X, X[3:4] + 1e-3])
+    assert bound(other, jnp.concatenate([f, f[3:4]])) > 0.0
+
+
 def test_chi2_quantile():
     # Tabulated 5% points of the chi-squared distribution.
     for dof, q in ((1, 0.00393), (2, 0.1026), (8, 2.7326), (16, 7.9616)):
