@@ -553,7 +553,7 @@ def replicate_noise_bound(
         q = _chi2_quantile(level, jnp.maximum(m, 1).astype(y.dtype))
         return jnp.where(m > 0, t / q, jnp.inf)
 
-    same = counted & same_configuration(data.X[rows], data.X[partner[rows]], pairwise=False)
+    same = counted & same_configuration(data.X[rows], data.X[partner[rows]])
     return noise * jnp.minimum(jnp.minimum(scale(counted), scale(same)), 1.0)
 
 
@@ -562,11 +562,9 @@ def replicate_noise_bound(
 SAME_CONFIGURATION = 1e-5
 
 
-def same_configuration(a: Array, b: Array, pairwise: bool = True) -> Array:
-    """Whether rows of `a` and `b` (on the unit cube) are the same configuration: an
-    `(n, m)` table, or with `pairwise` false row `i` of `a` against row `i` of `b`."""
-    if pairwise:
-        a, b = a[:, None, :], b[None, :, :]
+def same_configuration(a: Array, b: Array) -> Array:
+    """Whether row `i` of `a` and row `i` of `b` (on the unit cube) are the same
+    configuration."""
     return jnp.all(jnp.abs(a - b) <= SAME_CONFIGURATION, axis=-1)
 
 
