@@ -4,14 +4,15 @@ import pathlib
 # Two JAX processes that share the cores, each with XLA's thread pools over all of them,
 # run several times slower than one alone: the pools spin against each other
 # (benchmarks/RESULTS.md, "Several JAX processes on two cores"). Each test worker
-# therefore runs on a core of its own when there are cores enough; the processes a test
-# starts inherit it. This must happen before JAX starts its CPU client.
+# therefore runs on cores of its own (the cores dealt out among the workers) when there
+# are cores enough; the processes a test starts inherit them. This must happen before
+# JAX starts its CPU client.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 _N_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
 if _WORKER.startswith("gw") and hasattr(os, "sched_setaffinity"):
     _CORES = sorted(os.sched_getaffinity(0))
     if 1 < _N_WORKERS <= len(_CORES):
-        os.sched_setaffinity(0, {_CORES[int(_WORKER[2:]) % len(_CORES)]})
+        os.sched_setaffinity(0, set(_CORES[int(_WORKER[2:]) :: _N_WORKERS]))
 
 # Many tests (and the documentation pages and worker processes they start) build the same
 # searches, which compile to the same XLA programs. A persistent compilation cache for the
