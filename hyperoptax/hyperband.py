@@ -17,7 +17,8 @@ Configurations are drawn uniformly at random from the space, or, with a `model`,
 from a Bayesian search fitted to the results of the brackets before, the budget one of
 its inputs (in the spirit of BOHB, which fits a density model to one budget's results:
 Falkner, Klein and Hutter, "BOHB: robust and efficient hyperparameter optimization at
-scale", ICML 2018).
+scale", ICML 2018); once that model has seen enough full-budget results, it also
+chooses each rung's survivors, by their predicted full-budget result.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from ._dtypes import float_dtype
 from ._jit import jit
 from ._loop import Progress, _split, abstract_arguments, check_callback, check_scalar_output
 from .base import OptimizerState
-from .bayesian import BayesianSearch, fit_model, suggest_raw
+from .bayesian import BayesianSearch, _predict, fit_model, suggest_raw
 from .checkpoint import RunCheckpoint, _describe_arrays
 from .host import check_on_error, settle
 from .sharding import check_mesh, pad_to_mesh
@@ -115,8 +116,13 @@ class Hyperband(eqx.Module):
     of the largest model-drawn rung's size, so that the model compiles once; smaller
     rungs take its first picks); its other settings (kernel, acquisition, candidates,
     restarts) are used as they are.
-    Which brackets use the model depends on the schedule only (`model_brackets`), so a
-    search stays one traceable program.
+    Once the brackets before have evaluated `n_params + 1` configurations at the full
+    budget, the model also chooses each rung's survivors: the GP is fitted to every
+    result so far, the rung's included, and the configurations with the best posterior
+    mean at the full budget go on, instead of those with the best result on the rung's
+    budget, which can mislead (a large learning rate leads early and loses at the end).
+    Which brackets use the model depends on the schedule only (`model_brackets`,
+    `model_promotions`), so a search stays one traceable program.
 
     Attributes:
         min_budget: the smallest budget a configuration is evaluated with (>= 1).
@@ -222,6 +228,17 @@ class Hyperband(eqx.Module):
             done += sum(r.n_configurations for r in bracket)
         return out
 
+    def model_promotions(self, n_params: int) -> list[bool]:
+        """For each bracket, whether `model` chooses its survivors: once the brackets
+        before it evaluated `n_params + 1` configurations at the full budget (never when
+        `min_budget == max_budget`, where a bracket has one rung). Depends on the
+        schedule only."""
+        done, out = 0, []
+        for bracket in self.brackets():
+            out.append(self.min_budget < self.max_budget and done >= n_params + 1)
+            done += bracket[-1].n_configurations  # every bracket ends at max_budget
+        return out
+
     def _n_model(self, n: int) -> int:
         """How many of a first rung of `n` the model draws."""
         return n - round(self.random_fraction * n)
@@ -264,8 +281,10 @@ class Hyperband(eqx.Module):
         Returns `(state, (params_hist, results_hist))`, one batched params pytree and
         one results array per rung, in the order they ran; `state` holds every
         evaluation with its budget. Within a rung the configurations with the best
-        results are promoted, failures (NaN or inf) last: a failed configuration goes on
-        only when fewer configurations than the next rung holds succeeded.
+        results are promoted (with a `model`, in the brackets `model_promotions` names,
+        those the model predicts best at the full budget), failures (NaN or inf) last: a
+        failed configuration goes on only when fewer configurations than the next rung
+        holds succeeded.
 
         `callback(rung, state, params, results)` is called on the host after every rung
         (`rung` counts the rungs run, from 0; `params` and `results` are the rung's); a
@@ -339,6 +358,15 @@ class Hyperband(eqx.Module):
         params_hist, results_hist = [], []
         row, next_configuration, r = 0, 0, 0
         model_brackets = self.model_brackets(flat.n_params)
+        model_promotions = [
+            self.model is not None and m for m in self.model_promotions(flat.n_params)
+        ]
+        # The model that ranks a rung's configurations by their prediction at the full budget.
+        ranker = (
+            None
+            if self.model is None
+            else dataclasses.replace(self.model, n_warmup=0, maximize=self.maximize)
+        )
         # One batch size for every model-drawn rung (the largest; smaller rungs take the
         # first picks of the sequential batch), so that the model compiles once.
         n_draw = max(
@@ -419,7 +447,14 @@ class Hyperband(eqx.Module):
                     return state, (params_hist, results_hist)
                 if not last_in_bracket:
                     k = bracket[i + 1].n_configurations
-                    X, ids, carry = _advance(results, X, ids, carry, k, self.maximize)
+                    if r < done:  # the next rung was replayed too: its rows are recorded
+                        X, ids = _rows(state.X, row, k), _rows(state.configuration, row, k)
+                    elif model_promotions[b]:
+                        scores = _model_scores(ranker, state, self.min_budget, self.max_budget)
+                        ranking = _rows(scores, row - n, n)
+                        X, ids, carry = _advance(ranking, X, ids, carry, k, True)
+                    else:
+                        X, ids, carry = _advance(results, X, ids, carry, k, self.maximize)
         return state, (params_hist, results_hist)
 
     def optimize_host(
@@ -457,7 +492,9 @@ class Hyperband(eqx.Module):
         to every rung value so far (budget as one more input, as in `optimize`) and
         suggests at the full budget, with the running configurations pending (Kriging
         Believer), except for every configuration that `random_fraction` keeps random
-        (with 1/3: the third, sixth, ...). An objective that raises has failed: NaN is
+        (with 1/3: the third, sixth, ...). Promotions here go by the rung's values, with
+        or without a model (each is decided at one report, where `optimize` decides a
+        whole rung at once). An objective that raises has failed: NaN is
         recorded at its next rung, with a warning (`on_error="raise"` re-raises instead,
         and every other configuration is told to stop at its next report); a reported
         value that is not a finite number is recorded as NaN and stops that
@@ -774,6 +811,38 @@ class _Ladder:
             self.aborted = True  # every later report says stop
 
 
+def _fitted(model: BayesianSearch, state: HyperbandState, min_budget: int, max_budget: int):
+    """`model`'s state holding every result so far, its GP fitted (fresh hyperparameters):
+    the budget is one more input (log scale) unless every evaluation has the same one."""
+    n, d = state.X.shape
+    if min_budget == max_budget:
+        observed = model._init_state(state.space, n)
+        X = state.X
+    else:
+        space = (state.space, LogSpace(float(min_budget), float(max_budget)))
+        observed = model._init_state(space, n)
+        X = jnp.concatenate([state.X, state.budget[:, None].astype(state.X.dtype)], axis=1)
+        # Empty rows at the smallest budget, where the logarithm is defined (masked out).
+        X = jnp.where(state.mask[:, None], X, X.at[:, d].set(min_budget))
+    observed = eqx.tree_at(lambda s: (s.X, s.y, s.mask), observed, (X, state.y, state.mask))
+    return fit_model(model, observed)
+
+
+@jit
+def _model_scores(
+    model: BayesianSearch, state: HyperbandState, min_budget: int, max_budget: int
+) -> Array:
+    """For every row of `state`, the model's posterior mean of its configuration at the
+    full budget, larger better (the model's scale: `BayesianSearch.predict`); `-inf`
+    where the row's result failed or is empty. What a promotion ranks once the model
+    has seen full-budget results: a configuration that leads on a small budget but that
+    the full-budget results around it say will fall behind is not promoted."""
+    fitted = _fitted(model, state, min_budget, max_budget)
+    full = jnp.full((state.X.shape[0], 1), max_budget, state.X.dtype)
+    mean, _, _ = _predict(model, fitted, jnp.concatenate([state.X, full], axis=1))
+    return jnp.where(state.mask & jnp.isfinite(state.y), mean, -jnp.inf)
+
+
 @jit
 def _model_draws(
     model: BayesianSearch,
@@ -785,27 +854,17 @@ def _model_draws(
     pending_mask=None,
 ) -> Array:
     """`model.n_parallel` raw configurations: `model`'s suggestions at the full budget,
-    its GP fitted to every result so far with the budget as one more input (log scale;
-    without it when every evaluation has the same budget). `pending` (raw rows, those
-    where `pending_mask`) are configurations running at the full budget."""
-    n, d = state.X.shape
-    if min_budget == max_budget:
-        space: PyTree = state.space
-        observed = model._init_state(space, n)
-        X, fixed = state.X, None
-    else:
-        space = (state.space, LogSpace(float(min_budget), float(max_budget)))
-        observed = model._init_state(space, n)
-        X = jnp.concatenate([state.X, state.budget[:, None].astype(state.X.dtype)], axis=1)
-        # Empty rows at the smallest budget, where the logarithm is defined (masked out).
-        X = jnp.where(state.mask[:, None], X, X.at[:, d].set(min_budget))
+    its GP fitted to every result so far (`_fitted`). `pending` (raw rows, those where
+    `pending_mask`) are configurations running at the full budget."""
+    d = state.X.shape[1]
+    fitted = _fitted(model, state, min_budget, max_budget)
+    space, fixed = fitted.space, None
+    if min_budget < max_budget:
         fixed = jnp.full((d + 1,), jnp.nan, state.X.dtype).at[d].set(1.0)
-    observed = eqx.tree_at(lambda s: (s.X, s.y, s.mask), observed, (X, state.y, state.mask))
     if pending is not None:
-        full = jnp.full((len(pending), X.shape[1] - d), max_budget, X.dtype)
+        full = jnp.full((len(pending), fitted.X.shape[1] - d), max_budget, state.X.dtype)
         pending = flatten_space(space).to_unit(jnp.concatenate([pending, full], axis=1))
         pending = jnp.where(pending_mask[:, None], pending, 0.5)  # padding: masked out
-    fitted = fit_model(model, observed)
     return suggest_raw(model, fitted, key, pending, pending_mask, fixed=fixed)[:, :d]
 
 

@@ -252,20 +252,33 @@ def test_rounds_repeat_the_schedule_and_the_model_starts_once_there_are_enough_r
     assert hb.model_brackets(11) == [False] + [True] * 5
     assert hb.model_brackets(12) == [False, False] + [True] * 4
     assert hb.model_brackets(20) == [False] * 3 + [True] * 3
+    # The model chooses survivors once n_params + 1 configurations reached the full
+    # budget: the brackets end with 1, 1 and 3 of them.
+    assert hb.model_promotions(2) == [False] * 3 + [True] * 3
+    assert hb.model_promotions(4) == [False] * 3 + [True] * 3
+    assert hb.model_promotions(5) == [False] * 4 + [True] * 2
+    one_budget = hx.SuccessiveHalving(min_budget=3, max_budget=3, n_rounds=9, model=MODEL)
+    assert one_budget.model_promotions(1) == [False] * 9
     # BOHB's share of random configurations: a third of each model-drawn rung.
     assert [hb._n_model(n) for n in (9, 5, 3, 1)] == [6, 3, 2, 1]
 
 
 def test_without_model_draws_a_bracket_is_random_search():
-    # random_fraction=1: the model draws nothing, so the search is the random one.
+    # random_fraction=1: the model draws nothing, so every bracket starts from the random
+    # search's configurations; until the model ranks promotions (the second round, after
+    # five full-budget results) the search is the random one.
     state, plain = hx.Hyperband.init(SPACE, min_budget=1, max_budget=9, n_rounds=2)
     _, allrandom = hx.Hyperband.init(
         SPACE, min_budget=1, max_budget=9, n_rounds=2, model=MODEL, random_fraction=1.0
     )
+    assert allrandom.model_promotions(2) == [False] * 3 + [True] * 3
     a, _ = plain.optimize(state, jax.random.PRNGKey(0), objective)
     b, _ = allrandom.optimize(state, jax.random.PRNGKey(0), objective)
-    np.testing.assert_array_equal(a.X, b.X)
-    np.testing.assert_array_equal(a.y, b.y)
+    first_round = np.asarray(a.bracket) < 3
+    first_rungs = np.asarray(a.rung) == 0
+    for rows in (first_round, first_rungs):
+        np.testing.assert_array_equal(a.X[rows], b.X[rows])
+        np.testing.assert_array_equal(a.y[rows], b.y[rows])
 
 
 @pytest.fixture(scope="module")
@@ -279,22 +292,22 @@ def model_run():
         (hx.UCB(kappa=0.0), hx.MeanHallucination()),
     )
     state, opt = hx.SuccessiveHalving.init(
-        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=3, model=greedy
+        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=5, model=greedy
     )
     return [opt.optimize(state, jax.random.PRNGKey(seed), objective)[0] for seed in range(3)], opt
 
 
 def test_model_draws_go_where_the_results_are_good(model_run):
     states, opt = model_run
-    assert opt.model_brackets(2) == [False, True, True]
+    assert opt.model_brackets(2) == [False] + [True] * 4
     n_model = opt._n_model(9)
     model_gap, random_gap = [], []
     for state in states:
         x = np.asarray(state.X[:, 1])  # columns: sorted keys ("n", "x")
         first = np.flatnonzero(np.asarray(state.rung) == 0)
-        assert len(first) == 27
-        # Round 1 is random; in rounds 2 and 3 the model draws the first `n_model`.
-        for first_row in (9, 18):
+        assert len(first) == 45
+        # Round 1 is random; in the later rounds the model draws the first `n_model`.
+        for first_row in (9, 18, 27, 36):
             rows = first[first_row : first_row + 9]
             model_gap += list(np.abs(x[rows[:n_model]] - 0.3))
             random_gap += list(np.abs(x[rows[n_model:]] - 0.3))
@@ -311,13 +324,60 @@ def test_model_draws_go_where_the_results_are_good(model_run):
 def test_model_based_search_is_traceable_over_seeds(model_run):
     states, opt = model_run
     state, _ = hx.SuccessiveHalving.init(
-        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=3, model=MODEL
+        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=5, model=MODEL
     )
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     shapes = eqx.filter_eval_shape(
         eqx.filter_vmap(lambda k: opt.optimize(state, k, objective)[0]), keys
     )
-    assert shapes.X.shape == (4, *states[0].X.shape) and shapes.y.shape == (4, 39)
+    assert shapes.X.shape == (4, *states[0].X.shape) and shapes.y.shape == (4, 65)
+
+
+def misleading(key, params, budget):
+    # Small budgets mislead: the best x moves from 0.8 on budget 1 to 0.3 on budget 9.
+    centre = 0.3 + 0.5 * (1.0 - jnp.log(budget) / jnp.log(9.0))
+    return 1.0 - (params["x"] - centre) ** 2 - 0.01 * params["n"]
+
+
+@pytest.fixture(scope="module")
+def misled_run(model_run):
+    # model_run's schedule and model: the model's programs compiled there are reused.
+    _, opt = model_run
+    state, _ = hx.SuccessiveHalving.init(
+        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=5, model=opt.model
+    )
+    return [opt.optimize(state, jax.random.PRNGKey(s), misleading)[0] for s in range(3)], opt
+
+
+def test_the_model_promotes_what_it_predicts_best_at_the_full_budget(misled_run):
+    states, opt = misled_run
+    # One full-budget result per bracket; the model ranks from the fourth on.
+    assert opt.model_promotions(2) == [False] * 3 + [True] * 2
+    promoted_gap, leading_gap = [], []
+    for state in states:
+        y, x, config = (
+            np.asarray(state.y),
+            np.asarray(state.X[:, 1]),
+            np.asarray(state.configuration),
+        )
+        bracket, rung = np.asarray(state.bracket), np.asarray(state.rung)
+        for b in range(5):
+            for r in (0, 1):
+                here = np.flatnonzero((bracket == b) & (rung == r))
+                nxt = np.flatnonzero((bracket == b) & (rung == r + 1))
+                leading = here[np.argsort(-y[here], kind="stable")[: len(nxt)]]
+                assert len(nxt) == len(here) // opt.eta
+                if not opt.model_promotions(2)[b]:  # the best results go on
+                    assert set(config[nxt]) == set(config[leading])
+                else:
+                    assert set(config[nxt]) <= set(config[here])
+                    promoted_gap.append(np.mean(np.abs(x[nxt] - 0.3)))
+                    leading_gap.append(np.mean(np.abs(x[leading] - 0.3)))
+    # The full-budget optimum is x = 0.3; the configurations leading on the smaller
+    # budget are nearer 0.8. The model, having seen full-budget results, promotes
+    # those it predicts best there.
+    gaps = np.mean(promoted_gap), np.mean(leading_gap)
+    assert gaps[0] < gaps[1] / 2, gaps
 
 
 def test_a_model_with_a_single_budget_has_no_budget_input():
@@ -508,11 +568,14 @@ def test_a_checkpointed_search_resumes_after_any_rung_as_if_uninterrupted(tmp_pa
     # model fits and keys as the uninterrupted one.
     states, opt = model_run
     state, _ = hx.SuccessiveHalving.init(
-        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=3, model=opt.model
+        SPACE, min_budget=1, max_budget=9, n_configurations=9, n_rounds=5, model=opt.model
     )
     key = jax.random.PRNGKey(0)
     n_rungs = sum(len(bracket) for bracket in opt.brackets())
-    for crash_at in (1, 4):  # mid-bracket in the random round; in the first model round
+    # Mid-bracket in the random round; in the first model-drawn round; after the first
+    # rung of a bracket whose survivors the model chooses (that choice is made again on
+    # resuming, from the restored state; the earlier ones are read from it).
+    for crash_at in (1, 4, 10):
 
         def crash(rung, *_, at=crash_at):
             if rung == at:
