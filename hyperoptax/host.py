@@ -28,11 +28,12 @@ def check_on_error(on_error: str) -> None:
         raise ValueError(f"`on_error` must be one of {_ON_ERROR}, got {on_error!r}.")
 
 
-def _as_float(value: Any) -> float:
-    """A result as a float; arrays must hold exactly one number."""
+def as_float(value: Any, what: str = "the objective must return") -> float:
+    """A result as a float; arrays must hold exactly one number (`TypeError` otherwise,
+    worded `f"{what} one real number, got {value!r}"`)."""
     arr = np.asarray(value)
     if arr.size != 1 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise TypeError(f"the objective must return one real number, got {value!r}")
+        raise TypeError(f"{what} one real number, got {value!r}")
     return float(arr.reshape(()))
 
 
@@ -94,7 +95,7 @@ def settle(config: Any, call: Callable[[], Any], on_error: str, dtype: Any = Non
         _failed(config, e)
         return math.nan
     try:
-        value = _as_float(raw)
+        value = as_float(raw)
     except TypeError:
         if on_error == "raise":
             raise

@@ -48,7 +48,7 @@ from ._loop import Progress, _split, abstract_arguments, check_callback, check_s
 from .base import OptimizerState
 from .bayesian import BayesianSearch, _predict, fit_model, suggest_raw
 from .checkpoint import RunCheckpoint, _describe_arrays
-from .host import check_on_error, settle
+from .host import as_float, check_on_error, settle
 from .sharding import check_mesh, pad_to_mesh
 from .spaces import LogSpace, flatten_space, to_configs
 
@@ -311,6 +311,7 @@ class Hyperband(eqx.Module):
         which work on the host).
         """
         name = type(self).__name__
+        self._check_state(state)
         check_callback(name, callback)
         check_mesh(mesh, None, name)
         if init_carry is None:
@@ -349,6 +350,23 @@ class Hyperband(eqx.Module):
             )
         finally:
             bar.close()
+
+    def _check_state(self, state: Any) -> None:
+        """`state` is a `HyperbandState` with a row for every evaluation of the schedule."""
+        name = type(self).__name__
+        if not isinstance(state, HyperbandState):
+            raise TypeError(
+                f"{name}.optimize: `state` must be the `HyperbandState` that "
+                f"`{name}.init` returns, got {type(state).__name__}."
+            )
+        need = sum(r.n_configurations for bracket in self.brackets() for r in bracket)
+        have = state.X.shape[-2]
+        if have < need:
+            raise ValueError(
+                f"{name}.optimize: `state` has room for {have} evaluations, and this "
+                f"schedule makes {need}; make the state with `{name}.init` and the same "
+                f"`min_budget`, `max_budget`, `eta` and `n_rounds`."
+            )
 
     def _run(self, state, key, objective, init_carry, callback, bar, run, done, stopped, mesh):
         """The schedule's rungs in order; the first `done` replayed from `state` (a resumed
@@ -496,8 +514,11 @@ class Hyperband(eqx.Module):
         or without a model (each is decided at one report, where `optimize` decides a
         whole rung at once). An objective that raises has failed: NaN is
         recorded at its next rung, with a warning (`on_error="raise"` re-raises instead,
-        and every other configuration is told to stop at its next report); a reported
-        value that is not a finite number is recorded as NaN and stops that
+        and every other configuration is told to stop at its next report). `step` and
+        `value` must each be one real number (a Python number, or an array holding
+        one): anything else makes `report` raise `TypeError` in the objective, which
+        then fails as above. A reported value that is NaN, infinite or too large for
+        the state's dtype (a diverged training) is recorded as NaN and stops that
         configuration. An objective that returns before it is stopped or reaches
         `max_budget` is warned about.
 
@@ -641,30 +662,36 @@ class Hyperband(eqx.Module):
         configs += [config_of(j) for j in range(len(configs), n_restored)]  # a stopped resume
         return _host_state(state.space, X, ladder), configs
 
-    def _best_row(self, state: HyperbandState) -> int:
-        y = np.asarray(state.y)
-        ok = np.asarray(state.mask) & np.isfinite(y)
-        if not ok.any():
-            return -1
-        budget = np.asarray(state.budget)
-        top = budget[ok].max()  # the largest budget with a finite result
-        candidates = np.flatnonzero(ok & (budget == top))
-        values = y[candidates] if self.maximize else -y[candidates]
-        return int(candidates[np.argmax(values)])
+    def _best_row(self, state: HyperbandState) -> Array:
+        """The row of the best finite result at the largest budget that has one (row 0
+        when none is finite). JAX operations only, so that `best_result` and
+        `best_params` work on states traced under `jit` or `vmap` (a search vmapped over
+        seeds)."""
+        ok = state.mask & jnp.isfinite(state.y)
+        top = jnp.max(jnp.where(ok, state.budget, -1))  # largest budget with a finite result
+        value = state.y if self.maximize else -state.y
+        return jnp.argmax(jnp.where(ok & (state.budget == top), value, -jnp.inf))
 
     def best_result(self, state: HyperbandState) -> Array:
         """The best result at the largest budget that has a finite result (`max_budget`
         unless every evaluation there failed); NaN if none is finite."""
-        row = self._best_row(state)
-        return jnp.asarray(jnp.nan if row < 0 else state.y[row], state.y.dtype)
+        ok = state.mask & jnp.isfinite(state.y)
+        return jnp.where(jnp.any(ok), state.y[self._best_row(state)], jnp.nan)
 
     def best_params(self, state: HyperbandState) -> PyTree:
-        """The configuration (each leaf a scalar) of `best_result`."""
-        row = self._best_row(state)
-        if row < 0:
-            raise ValueError(f"{type(self).__name__}: no evaluation has a finite result yet.")
+        """The configuration (each leaf a scalar) of `best_result`. Raises a `ValueError`
+        while no evaluation has a finite result (under `jit` or `vmap`, when the program
+        runs)."""
+        message = f"{type(self).__name__}: no evaluation has a finite result yet."
+        any_ok = jnp.any(state.mask & jnp.isfinite(state.y))
+        traced = is_traced(state.y) or is_traced(state.mask)
+        if not traced and not bool(any_ok):
+            raise ValueError(message)
+        row = state.X[self._best_row(state)]
+        if traced:
+            row = eqx.error_if(row, ~any_ok, message)
         flat = flatten_space(state.space)
-        return jax.tree_util.tree_map(lambda leaf: leaf[0], flat.unflatten(state.X[row][None, :]))
+        return jax.tree_util.tree_map(lambda leaf: leaf[0], flat.unflatten(row[None, :]))
 
 
 class SuccessiveHalving(Hyperband):
@@ -739,6 +766,7 @@ class _Ladder:
         self.lock = threading.Lock()
         self.aborted = False
         self.save: Callable[[], None] | None = None  # called with the lock held
+        self.biggest = float(np.finfo(float_dtype()).max)  # values beyond are not finite
 
     def restore(self, rows: list, done: list[int]) -> None:
         """The rung values and finished configurations of a checkpoint, recorded again."""
@@ -766,13 +794,17 @@ class _Ladder:
 
     def report(self, j: int, step, value) -> bool:
         """`report(step, value)` for configuration `j`: `True` when it should stop."""
+        # Anything but one real number is a mistake in the objective, which fails it
+        # (recorded with a warning, or re-raised with on_error="raise"), as a result of
+        # that kind does in `optimize_host` of the other searches. A finite value too
+        # large for the state's dtype is recorded as NaN, as a diverged training is.
+        step = as_float(step, "report(step, value): `step` must be")
+        value = as_float(value, "report(step, value): `value` must be")
+        if abs(value) > self.biggest:
+            value = math.nan
         with self.lock:
             if self.aborted or self.stopped[j]:
                 return True
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                value = math.nan
             budgets = self.budgets[self.bracket[j]]
             go_on, recorded = True, False
             while go_on and self.next_rung[j] < len(budgets) and step >= budgets[self.next_rung[j]]:

@@ -169,6 +169,18 @@ def test_objectives_with_the_wrong_signature_are_refused():
         opt.optimize(state, key, train, init_carry=3)
 
 
+def test_a_state_that_does_not_fit_the_schedule_is_refused():
+    state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=3)
+    key = jax.random.PRNGKey(0)
+    bayes_state, _ = hx.BayesianSearch.init(SPACE, n_max=4)
+    with pytest.raises(TypeError, match="`state` must be the `HyperbandState`"):
+        opt.optimize(bayes_state, key, objective)
+    # The state of a shorter schedule has too few rows for this one's evaluations.
+    longer = hx.Hyperband(min_budget=1, max_budget=9)
+    with pytest.raises(ValueError, match=f"room for {len(state.y)} evaluations"):
+        longer.optimize(state, key, objective)
+
+
 def test_objectives_returning_the_wrong_thing_are_refused_before_anything_runs():
     state, opt = hx.Hyperband.init(SPACE, min_budget=1, max_budget=3)
     key = jax.random.PRNGKey(0)
@@ -203,6 +215,18 @@ def test_searches_vmap_over_seeds():
         np.testing.assert_array_equal(together.configuration[i], alone.configuration)
         np.testing.assert_allclose(together.X[i], alone.X, rtol=1e-6)
         np.testing.assert_allclose(together.y[i], alone.y, rtol=1e-6)
+        # The report works on the batch of states as on each state alone.
+        best = jax.vmap(opt.best_result)(together)
+        np.testing.assert_allclose(best[i], opt.best_result(alone), rtol=1e-6)
+        chosen = jax.vmap(opt.best_params)(together)
+        for name, value in opt.best_params(alone).items():
+            np.testing.assert_allclose(chosen[name][i], value, rtol=1e-6)
+    # Under jit too, where no finite result is an error when the program runs.
+    assert np.isnan(eqx.filter_jit(opt.best_result)(state))
+    with pytest.raises(Exception, match="no evaluation has a finite result"):
+        eqx.filter_jit(opt.best_params)(state)
+    with pytest.raises(ValueError, match="no evaluation has a finite result"):
+        opt.best_params(state)
 
 
 # Small settings for the model: these tests check what the brackets do with it.
@@ -487,6 +511,42 @@ def test_asha_failures_are_recorded_and_early_returns_warned():
 
     with ProcessPoolExecutor(1) as pool, pytest.raises(TypeError, match="thread pool"):
         opt.optimize_host(state, jax.random.PRNGKey(0), flaky, executor=pool)
+
+
+def test_asha_reports_take_one_number_as_results_do():
+    # A value held in an array of one element counts as that number; a value that is not
+    # one number is a mistake in the objective: it fails the configuration with a warning
+    # that says what was reported (or raises with on_error="raise"), never a silent NaN.
+    def as_array(config, report):
+        for step in range(1, 10):
+            if report(jnp.asarray(step), jnp.asarray([curve(config, step)])):
+                return
+
+    state, opt = hx.SuccessiveHalving.init(SPACE, min_budget=1, max_budget=9, maximize=False)
+    out, configs = opt.optimize_host(state, jax.random.PRNGKey(0), as_array, n_configurations=4)
+    rows = zip(out.configuration, out.budget, strict=True)
+    expected = [curve(configs[int(j)], int(b)) for j, b in rows]
+    np.testing.assert_allclose(out.y, expected, rtol=1e-6)
+
+    def two_values(config, report):
+        report(1, [1.0, 2.0])
+
+    with pytest.warns(RuntimeWarning, match=r"`value` must be one real number, got \[1.0, 2.0\]"):
+        out, _ = opt.optimize_host(state, jax.random.PRNGKey(0), two_values, n_configurations=2)
+    assert np.isnan(np.asarray(out.y)).all() and len(out.y) == 2
+    with pytest.raises(TypeError, match="`step` must be one real number"):
+        opt.optimize_host(
+            state,
+            jax.random.PRNGKey(0),
+            lambda config, report: report("one", 1.0),
+            n_configurations=1,
+            on_error="raise",
+        )
+    # Too large for float32: recorded as NaN and stopped, as a diverged training is.
+    out, _ = opt.optimize_host(
+        state, jax.random.PRNGKey(0), lambda config, report: report(1, 1e39), n_configurations=2
+    )
+    assert np.isnan(np.asarray(out.y)).all()
 
 
 def test_asha_with_a_model_draws_where_the_results_are_good(model_run):
