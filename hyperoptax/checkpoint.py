@@ -527,10 +527,15 @@ class RunCheckpoint:
             raise ValueError(f"{path} holds a saved state, not a running search's checkpoint.")
         expected = {"key": self.key, "n_iterations": self.n_iterations, "mode": self.mode}
         for name, value in expected.items():
-            if extra.get(name, "batches") != value:
+            saved = extra.get(name, "batches" if name == "mode" else None)
+            if saved != value:
+                # The argument the user passed: ASHA counts configurations.
+                shown = (
+                    "n_configurations" if (name, self.mode) == ("n_iterations", "asha") else name
+                )
                 raise ValueError(
-                    f"{path} is the checkpoint of a run with {name}={extra[name]!r}, but this run "
-                    f"has {name}={value!r}. Pass the same arguments to resume it, or another "
+                    f"{path} is the checkpoint of a run with {shown}={saved!r}, but this run "
+                    f"has {shown}={value!r}. Pass the same arguments to resume it, or another "
                     f"checkpoint path to start a new search."
                 )
         if extra.get("start", self.start) != self.start:

@@ -715,6 +715,9 @@ def test_asha_resumes_from_its_checkpoint(tmp_path, model_run, with_model):
         opt.optimize_host(state, key, crash, n_configurations=16, checkpoint=path)
     assert len(calls) == j + 1
     calls.clear()
+    # Another number of configurations is refused, naming the argument the user passed.
+    with pytest.raises(ValueError, match="n_configurations=16, but this run has n_config"):
+        opt.optimize_host(state, key, objective, n_configurations=17, checkpoint=path)
     got, configs = opt.optimize_host(state, key, objective, n_configurations=16, checkpoint=path)
     # Finished configurations were not run again; the killed one started again.
     assert len(calls) == 16 - j and calls[0] == configs[j]["x"]
