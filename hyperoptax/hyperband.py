@@ -177,7 +177,7 @@ class Hyperband(eqx.Module):
         `eta`, `maximize`) and buffers for every evaluation of its brackets."""
         optimizer = cls(**kwargs)
         flat = flatten_space(space)
-        n = sum(r.n_configurations for bracket in optimizer.brackets() for r in bracket)
+        n = optimizer._n_evaluations()
         zeros = jnp.zeros((n,), jnp.int32)
         state = HyperbandState(
             space,
@@ -238,6 +238,10 @@ class Hyperband(eqx.Module):
             out.append(self.min_budget < self.max_budget and done >= n_params + 1)
             done += bracket[-1].n_configurations  # every bracket ends at max_budget
         return out
+
+    def _n_evaluations(self) -> int:
+        """How many evaluations the schedule makes (the rows of `init`'s state)."""
+        return sum(r.n_configurations for bracket in self.brackets() for r in bracket)
 
     def _n_model(self, n: int) -> int:
         """How many of a first rung of `n` the model draws."""
@@ -359,8 +363,7 @@ class Hyperband(eqx.Module):
                 f"{name}.optimize: `state` must be the `HyperbandState` that "
                 f"`{name}.init` returns, got {type(state).__name__}."
             )
-        need = sum(r.n_configurations for bracket in self.brackets() for r in bracket)
-        have = state.X.shape[-2]
+        need, have = self._n_evaluations(), state.X.shape[-2]
         if have < need:
             raise ValueError(
                 f"{name}.optimize: `state` has room for {have} evaluations, and this "
@@ -662,34 +665,34 @@ class Hyperband(eqx.Module):
         configs += [config_of(j) for j in range(len(configs), n_restored)]  # a stopped resume
         return _host_state(state.space, X, ladder), configs
 
-    def _best_row(self, state: HyperbandState) -> Array:
-        """The row of the best finite result at the largest budget that has one (row 0
-        when none is finite). JAX operations only, so that `best_result` and
-        `best_params` work on states traced under `jit` or `vmap` (a search vmapped over
-        seeds)."""
+    def _best_row(self, state: HyperbandState) -> tuple[Array, Array]:
+        """`(row, found)`: the row of the best finite result at the largest budget that
+        has one, and whether any result is finite (row 0 when none is). JAX operations
+        only, so that `best_result` and `best_params` work on states traced under `jit`
+        or `vmap` (a search vmapped over seeds)."""
         ok = state.mask & jnp.isfinite(state.y)
         top = jnp.max(jnp.where(ok, state.budget, -1))  # largest budget with a finite result
         value = state.y if self.maximize else -state.y
-        return jnp.argmax(jnp.where(ok & (state.budget == top), value, -jnp.inf))
+        return jnp.argmax(jnp.where(ok & (state.budget == top), value, -jnp.inf)), jnp.any(ok)
 
     def best_result(self, state: HyperbandState) -> Array:
         """The best result at the largest budget that has a finite result (`max_budget`
         unless every evaluation there failed); NaN if none is finite."""
-        ok = state.mask & jnp.isfinite(state.y)
-        return jnp.where(jnp.any(ok), state.y[self._best_row(state)], jnp.nan)
+        row, found = self._best_row(state)
+        return jnp.where(found, state.y[row], jnp.nan)
 
     def best_params(self, state: HyperbandState) -> PyTree:
         """The configuration (each leaf a scalar) of `best_result`. Raises a `ValueError`
         while no evaluation has a finite result (under `jit` or `vmap`, when the program
         runs)."""
         message = f"{type(self).__name__}: no evaluation has a finite result yet."
-        any_ok = jnp.any(state.mask & jnp.isfinite(state.y))
+        index, found = self._best_row(state)
         traced = is_traced(state.y) or is_traced(state.mask)
-        if not traced and not bool(any_ok):
+        if not traced and not bool(found):
             raise ValueError(message)
-        row = state.X[self._best_row(state)]
+        row = state.X[index]
         if traced:
-            row = eqx.error_if(row, ~any_ok, message)
+            row = eqx.error_if(row, ~found, message)
         flat = flatten_space(state.space)
         return jax.tree_util.tree_map(lambda leaf: leaf[0], flat.unflatten(row[None, :]))
 
