@@ -501,11 +501,38 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
 
     start = gp.prior_mode(flat.n_params, z.dtype)
     p_smooth, v_smooth = jax.lax.cond(enough, fit_smooth, lambda: (start, never))
-    return jax.lax.cond(
-        v_smooth < v_own,
-        lambda: _ranked_best(search, state, z, data, smooth, p_smooth),
-        lambda: _ranked_best(search, state, z, data, own, p_own),
-    )
+    use_smooth = v_smooth < v_own
+    params = jax.tree_util.tree_map(lambda a, b: jnp.where(use_smooth, a, b), p_smooth, p_own)
+    return _ranked_best(search, state, z, data, _Either(own, smooth, use_smooth), params)
+
+
+class _Either(BaseKernel):
+    """`second` where the traced flag `use_second` is true, `first` otherwise.
+
+    Code that takes a kernel is traced once for a choice between two (`_best_index`
+    ranks with one of two models): a `cond` between two calls of that code would compile
+    it twice. Both covariances are computed and one is kept, two kernel evaluations
+    where a factorisation follows (a `cond` between the two covariances ran slower, as
+    it keeps them from fusing with what uses them). It evaluates whole covariances only.
+    """
+
+    length_scale: ArrayLike
+    first: BaseKernel
+    second: BaseKernel
+    use_second: Bool[Array, ""]
+
+    def __init__(self, first: BaseKernel, second: BaseKernel, use_second):
+        self.length_scale = first.length_scale
+        self.first, self.second = first, second
+        self.use_second = jnp.asarray(use_second, bool)
+
+    def profile(self, d2):
+        raise TypeError("_Either evaluates whole covariances only (call it).")
+
+    def __call__(self, x, y, length_scale=None):
+        return jnp.where(
+            self.use_second, self.second(x, y, length_scale), self.first(x, y, length_scale)
+        )
 
 
 def _ranked_best(

@@ -1,5 +1,7 @@
 import os
 import pathlib
+import subprocess
+import sys
 
 # Two JAX processes that share the cores, each with XLA's thread pools over all of them,
 # run several times slower than one alone: the pools spin against each other
@@ -22,6 +24,25 @@ _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".cache" / "jax-tests"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+# XLA's older CPU fusion emitters for every program of the test run. The library asks
+# for them in the programs it compiles itself, which compile about a third faster with
+# them (hyperoptax/_jit.py); the programs the tests compile (a `filter_jit` around a
+# `filter_vmap` of `optimize_scan`, the documentation pages' own) are built with XLA's
+# defaults unless the process asks otherwise, and the suite spends more time compiling
+# than running (benchmarks/RESULTS.md, "The test suite on two cores"). An XLA that does
+# not know the flag would refuse to start, so a fresh process tries it first; the test
+# workers and the processes tests start inherit the result through the environment.
+_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    _flags = f"{os.environ.get('XLA_FLAGS', '')} {_EMITTERS}".strip()
+    _probe = subprocess.run(
+        [sys.executable, "-c", "import jax.numpy as jnp; jnp.zeros(1).block_until_ready()"],
+        env={**os.environ, "XLA_FLAGS": _flags, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+    )
+    if _probe.returncode == 0:
+        os.environ["XLA_FLAGS"] = _flags
 
 import jax  # noqa: E402
 

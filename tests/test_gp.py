@@ -143,9 +143,13 @@ def test_a_configuration_evaluated_twice_measures_the_noise_on_its_own():
 
 
 def test_chi2_quantile():
-    # Tabulated 5% points of the chi-squared distribution.
-    for dof, q in ((1, 0.00393), (2, 0.1026), (8, 2.7326), (16, 7.9616)):
-        assert float(gp._chi2_quantile(0.05, jnp.float32(dof))) == pytest.approx(q, rel=1e-3)
+    # Tabulated points of the chi-squared distribution (5% and 50%).
+    table = gp.chi2_quantiles(0.05, 16)
+    assert len(table) == 16
+    for dof, q in ((1, 0.00393214), (2, 0.1025866), (8, 2.7326368), (16, 7.9616457)):
+        assert table[dof - 1] == pytest.approx(q, rel=1e-6)
+    for dof, q in ((1, 0.4549364), (5, 4.3514602)):
+        assert gp.chi2_quantiles(0.5, 5)[dof - 1] == pytest.approx(q, rel=1e-6)
 
 
 def test_std_grows_away_from_data():
