@@ -490,18 +490,22 @@ def _best_index(search: BayesianSearch, state: BayesianSearchState) -> Array:
     fit_data = gp.fit_subset(data)
 
     enough = jnp.sum(state.mask) >= 2
-    never = jnp.asarray(jnp.inf, z.dtype)
     # The search's own model is the state's fit (refitted at every update).
     p_own = _gp_params(state)
-    v_own = jnp.where(enough, gp.neg_loo_log_density(own, p_own, fit_data, search.jitter), never)
-
-    def fit_smooth():
-        p = gp.fit_hyperparameters(smooth, start, data, search.jitter, REPORT_FIT_STEPS)
-        return p, gp.neg_loo_log_density(smooth, p, fit_data, search.jitter)
-
     start = gp.prior_mode(flat.n_params, z.dtype)
-    p_smooth, v_smooth = jax.lax.cond(enough, fit_smooth, lambda: (start, never))
-    use_smooth = v_smooth < v_own
+    p_smooth = jax.lax.cond(
+        enough,
+        lambda: gp.fit_hyperparameters(smooth, start, data, search.jitter, REPORT_FIT_STEPS),
+        lambda: start,
+    )
+
+    def loo(model):  # one traced copy for both models, run for each
+        flag, p = model
+        return gp.neg_loo_log_density(_Either(own, smooth, flag), p, fit_data, search.jitter)
+
+    models = jax.tree_util.tree_map(lambda *a: jnp.stack(a), p_own, p_smooth)
+    v_own, v_smooth = jax.lax.map(loo, (jnp.asarray([False, True]), models))
+    use_smooth = enough & (v_smooth < v_own)
     params = jax.tree_util.tree_map(lambda a, b: jnp.where(use_smooth, a, b), p_smooth, p_own)
     return _ranked_best(search, state, z, data, _Either(own, smooth, use_smooth), params)
 
