@@ -514,8 +514,9 @@ class _Either(BaseKernel):
     """`second` where the traced flag `use_second` is true, `first` otherwise.
 
     Code that takes a kernel is traced once for a choice between two (`_best_index`
-    ranks with one of two models): a `cond` between two calls of that code would compile
-    it twice. Both covariances are computed and one is kept, two kernel evaluations
+    scores both models with one traced copy of the leave-one-out density, then ranks
+    with the one chosen): a `cond` between two calls of that code would compile it
+    twice. Both covariances are computed and one is kept, two kernel evaluations
     where a factorisation follows (a `cond` between the two covariances ran slower, as
     it keeps them from fusing with what uses them). It evaluates whole covariances only.
     """
