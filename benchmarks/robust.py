@@ -12,7 +12,9 @@ contestant, problem, seed, budget, the best observed value after each evaluation
 *true* value of the configuration the contestant reports as its best (`found`; for noisy
 problems this is not its luckiest observation), the true value of the configuration
 with the best observed result (`found_observed`: what reporting the luckiest observation
-would score; `report --found observed` scores that), the wall time, and the library's commit,
+would score; `report --found observed` scores that, and `report --found setting`
+scores it on the noise-free problems only, where `best_params(state, observed=True)`
+is the documented setting), the wall time, and the library's commit,
 package versions and date. Runs already in the file (same contestant, problem, seed,
 budget, precision and commit) are skipped, so an interrupted sweep resumes; rows from
 other commits are kept, and `report --commit C [C ...]` reports those of the given
@@ -114,11 +116,11 @@ def run_hyperoptax(contestant, problem, seed, budget):
         state, (ph, rh) = opt.optimize(state, key, problem.objective, budget)
     configs = [c for p in ph for c in hx.to_configs(p, problem.space)]
     ys = np.concatenate([np.asarray(r).reshape(-1) for r in rh])
-    observed = configs[int(np.argmin(np.where(np.isfinite(ys), ys, np.inf)))]
     if contestant == "random":
-        best = observed
+        best = observed = configs[int(np.argmin(np.where(np.isfinite(ys), ys, np.inf)))]
     else:
         best = _config_of(opt.best_params(state), problem.space)
+        observed = _config_of(opt.best_params(state, observed=True), problem.space)
     return ys, best, observed
 
 
@@ -304,6 +306,10 @@ def load(paths, dtype="float32", commit=None, quick=False, found="reported"):
 
     With `found="observed"` each run is scored by `found_observed` (hyperoptax rows
     without it are left out; random search and the peers report their best observation).
+    `found="setting"` scores each contestant at its documented setting for the problem:
+    on noise-free problems hyperoptax reports `best_params(state, observed=True)` (its
+    `found_observed`), as Optuna's GPSampler runs with `deterministic_objective=True`
+    there; on noisy problems the model's report (`found`).
     With `dtype="float64"` the hyperoptax rows are those run under `jax_enable_x64`,
     scored against the same random-search and peer rows as float32 (they ran once, in
     float32: a distribution of random results does not depend on JAX's precision).
@@ -314,7 +320,7 @@ def load(paths, dtype="float32", commit=None, quick=False, found="reported"):
             baseline = r["contestant"] in ("random", *PEERS)
             if r["problem"] not in PROBLEMS or r["dtype"] != ("float32" if baseline else dtype):
                 continue
-            if found == "observed":
+            if found == "observed" or (found == "setting" and PROBLEMS[r["problem"]].noise == 0):
                 # Random search and the peers report their best observation anyway.
                 if r["contestant"] in ("random", *PEERS):
                     r = dict(r, found_observed=r.get("found_observed", r["found"]))
@@ -510,9 +516,12 @@ def main(argv=None):
     )
     p.add_argument(
         "--found",
-        choices=["reported", "observed"],
+        choices=["reported", "observed", "setting"],
         default="reported",
-        help="score the reported best configuration, or the one with the best observed result",
+        help="score the reported best configuration (`best_params(state)`), the one with the "
+        "best observed result, or each at its setting for the problem: the best observed "
+        "on noise-free problems (`best_params(state, observed=True)`), the report on noisy "
+        "ones",
     )
     p.set_defaults(fn=cmd_report)
     f = sub.add_parser("reference")

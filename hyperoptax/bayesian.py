@@ -381,19 +381,20 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         return _predict(self, state, flat.as_matrix(params))
 
     @typecheck
-    def best_result(self, state: BayesianSearchState) -> Float[Array, ""]:
+    def best_result(self, state: BayesianSearchState, observed: bool = False) -> Float[Array, ""]:
         """The observed raw result of `best_params`' configuration; NaN if none is finite.
 
-        For a deterministic objective this is the best result observed (max if
-        `maximize`, min otherwise). With noisy results it can be a little worse than the
-        luckiest one: see `best_params`.
+        With `observed=True`, or a deterministic objective that the model interpolates,
+        this is the best result observed (max if `maximize`, min otherwise). With noisy
+        results it can be a little worse than the luckiest one: see `best_params`.
         """
         ok = state.mask & jnp.isfinite(state.y)
-        return jnp.where(jnp.any(ok), state.y[_best_index(self, state)], jnp.nan)
+        return jnp.where(jnp.any(ok), state.y[self._best_row(state, observed)], jnp.nan)
 
     @typecheck
-    def best_params(self, state: BayesianSearchState) -> PyTree:
-        """The observed configuration (each leaf a scalar) the model believes best.
+    def best_params(self, state: BayesianSearchState, observed: bool = False) -> PyTree:
+        """The observed configuration (each leaf a scalar) the model believes best, or with
+        `observed=True` the one with the best observed result.
 
         Raises a `ValueError` while no observation has a finite result (none recorded,
         or every one NaN or inf): there is no configuration to report.
@@ -413,16 +414,30 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         configurations nearly repeat show there is little. When the model interpolates
         the results, or the near-replicates repeat exactly, this is the best observed
         result.
+
+        When the results are exact (a deterministic objective: a simulation, or a
+        training whose every source of randomness is fixed and whose result you would
+        accept as measured), pass `observed=True`: the best observed configuration is
+        then the best one known, and the model could only report one you have seen do
+        worse (a smooth model can take a rugged objective's ripples for noise). This is
+        what Optuna's `GPSampler(deterministic_objective=True)` assumes. It also skips
+        the two model fits the default makes, so it costs next to nothing.
         """
         flat = flatten_space(state.space)
         message = f"{type(self).__name__}.best_params: no observation has a finite result yet."
         traced = is_traced(state.y) or is_traced(state.mask)
         if not traced and not np.any(np.asarray(state.mask) & np.isfinite(np.asarray(state.y))):
             raise ValueError(message)
-        row = state.X[_best_index(self, state)]
+        row = state.X[self._best_row(state, observed)]
         if traced:  # under jit or vmap: the same error, raised when the program runs
             row = eqx.error_if(row, ~jnp.any(state.mask & jnp.isfinite(state.y)), message)
         return jax.tree_util.tree_map(lambda leaf: leaf[0], flat.unflatten(row[None, :]))
+
+    def _best_row(self, state: BayesianSearchState, observed: bool) -> Array:
+        """The row `best_params` reports: the model's choice, or the best observed."""
+        if observed:
+            return _best_observed(state.y, state.mask, self.maximize)
+        return _best_index(self, state)
 
 
 def _configurations(space: PyTree, params, where: str) -> np.ndarray:
@@ -460,6 +475,13 @@ def _empty_buffers(length_scale, n_max: int, n_params: int, dtype):
         jnp.zeros((n_max,), bool),
         jnp.clip(jnp.log(ls), *gp.LOG_LS_BOUNDS),
     )
+
+
+@jit
+def _best_observed(y, mask, maximize: bool) -> Array:
+    """The row of the best finite observed result (row 0 when none is finite)."""
+    value = y if maximize else -y
+    return jnp.argmax(jnp.where(mask & jnp.isfinite(y), value, -jnp.inf))
 
 
 @jit

@@ -782,3 +782,30 @@ def test_noise_that_near_replicates_contradict_does_not_widen_the_report():
 
     assert report(replicates=True) == 0
     assert report(replicates=False) > 0
+
+
+def test_observed_reports_the_best_observation_where_the_model_would_not():
+    # Noisy results: the model ranks the observations within the noise of the best by
+    # their posterior mean, and reports another configuration than the luckiest. With
+    # `observed=True` (results taken as exact) the report is the best observed result,
+    # in either direction, NaN ignored, under jit too.
+    space = {f"x{i}": hx.LinearSpace(0.0, 1.0) for i in range(2)}
+    k1, k2 = jax.random.split(KEY)
+    X = jax.random.uniform(k1, (40, 2))
+    y = jnp.sum((X - 0.5) ** 2, -1) + 0.05 * jax.random.normal(k2, (40,))
+    y = y.at[3].set(jnp.nan)
+    for maximize, sign in ((False, 1.0), (True, -1.0)):
+        state, opt = hx.BayesianSearch.init(space, n_max=40, maximize=maximize, **SMALL)
+        state = dataclasses.replace(state, X=X, y=sign * y, mask=jnp.ones(40, bool))
+        luckiest = int(jnp.nanargmin(y))
+        observed = opt.best_params(state, observed=True)
+        assert [float(observed[f"x{i}"]) for i in range(2)] == X[luckiest].tolist()
+        assert float(opt.best_result(state, observed=True)) == float(sign * y[luckiest])
+        jitted = eqx.filter_jit(lambda s, o=opt: o.best_result(s, observed=True))
+        assert float(jitted(state)) == float(sign * y[luckiest])
+        if not maximize:  # the model's choice: another observation, worse as observed
+            assert float(opt.best_result(state)) > float(y[luckiest])
+    failed = dataclasses.replace(state, y=jnp.full(40, jnp.nan))
+    with pytest.raises(ValueError, match="no observation has a finite result yet"):
+        opt.best_params(failed, observed=True)
+    assert np.isnan(float(opt.best_result(failed, observed=True)))

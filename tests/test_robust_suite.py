@@ -160,6 +160,27 @@ def test_score_and_failure_rate():
     assert list(s["fail"]) == [False, False, True]
 
 
+def test_the_setting_report_takes_the_best_observation_on_noise_free_problems_only(tmp_path):
+    # `report --found setting`: hyperoptax at its documented setting for each problem,
+    # `best_params(state, observed=True)` where the objective is noise-free (as Optuna's
+    # GPSampler gets `deterministic_objective=True` there), the model's report where not.
+    out = tmp_path / "rows.jsonl"
+    rows = []
+    for name in ("branin", "noisy_branin"):
+        base = dict(problem=name, budget=suite.PROBLEMS[name].budget, wall=1.0, dtype="float32")
+        rows += [
+            dict(base, contestant="random", seed=0, found=2.0),
+            dict(base, contestant="hx-recommended", seed=0, found=0.5, found_observed=0.6),
+        ]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    expected = {"reported": (0.5, 0.5), "observed": (0.6, 0.6), "setting": (0.6, 0.5)}
+    for found, expect in expected.items():
+        grouped = robust.load([out], found=found)
+        got = tuple(grouped[(p, "hx-recommended")][0]["found"] for p in ("branin", "noisy_branin"))
+        assert got == expect, found
+        assert grouped[("branin", "random")][0]["found"] == 2.0
+
+
 def test_float64_report_takes_float64_runs_against_the_float32_baselines(tmp_path):
     # Random search and the peers ran once, in float32; `report --x64` scores the
     # hyperoptax runs made under jax_enable_x64 against them, and the float32 report
