@@ -68,8 +68,17 @@ def abstract_arguments(state: OptimizerState, key: PRNGKeyArray) -> tuple[Any, A
 
 
 def check_scalar_output(out: Any, name: str) -> None:
-    """Raise a `ValueError` unless `out` (from `jax.eval_shape`) is one scalar array."""
+    """Raise a `ValueError` unless `out` (from `jax.eval_shape`) is one scalar array, and
+    a `TypeError` if that scalar is not a real number (a bool or a complex number), as
+    host objectives' results are checked."""
     if isinstance(out, jax.ShapeDtypeStruct) and out.shape == ():
+        if not jnp.issubdtype(out.dtype, jnp.integer) and not jnp.issubdtype(
+            out.dtype, jnp.floating
+        ):
+            raise TypeError(
+                f"`{name}` must return a real number (an integer or floating-point scalar), "
+                f"but it returned a scalar of dtype {out.dtype}."
+            )
         return
     shapes = [getattr(x, "shape", None) for x in jax.tree_util.tree_leaves(out)]
     if isinstance(out, jax.ShapeDtypeStruct):

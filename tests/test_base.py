@@ -68,6 +68,11 @@ def test_non_scalar_result_is_an_error_with_squeeze_hint(random_opt):
         opt.optimize(state, KEY, lambda k, p: (jnp.zeros(()),), 1)
     with pytest.raises(ValueError, match=r"`func` must return a scalar.*returned a dict"):
         opt.optimize_scan(state, KEY, lambda k, p: {"loss": jnp.zeros(())}, 1)
+    # A bool or complex result is refused as a host objective's is, naming the objective.
+    with pytest.raises(TypeError, match=r"`func` must return a real number.*dtype bool"):
+        opt.optimize(state, KEY, lambda k, p: p["lr"] > 0.01, 1)
+    with pytest.raises(TypeError, match=r"`func` must return a real number.*complex64"):
+        opt.optimize_scan(state, KEY, lambda k, p: jnp.zeros((), jnp.complex64), 1)
 
 
 def test_negative_iterations_is_a_value_error(random_opt):
