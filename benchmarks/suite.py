@@ -1,4 +1,4 @@
-"""The robustness suite: 31 problems, split once into a development and a held-out half.
+"""The robustness suite: 35 problems, split once into a development and a held-out half.
 
 Every problem is minimised. Each has a known minimum (`optimum`) or, for the real
 tuning tasks, a fixed reference value (`reference=True`: the best of 2000 random
@@ -10,6 +10,13 @@ before any contestant ran on it, by kind, so that both halves cover the same gro
 - additive Gaussian observation noise at a low and a high level (`noise`, the standard
   deviation); these are scored by the *true* value of the configuration a contestant
   reports as its best, not by its luckiest observation;
+- observation noise large against the objective's spread (`noisy-spread`, two problems
+  in each half, added to the suite together, before any contestant ran on them): the
+  standard deviation is the smaller of 0.3 times the standard deviation of the
+  objective over 2000 uniformly random configurations and the median regret of random
+  search's best of `budget` noise-free evaluations (20 seeds), to two figures. The
+  other noisy problems' noise is small against the spread (under 0.05 of it) except
+  `noisy_hartmann3`'s, which the rule reproduces (0.3 of a spread of 0.96);
 - HPO-shaped mixed spaces: log-scaled, integer and categorical parameters with
   interactions (the best learning rate depends on the batch size or the optimizer);
 - real tuning tasks: scikit-learn models on the datasets scikit-learn ships, scored by
@@ -632,6 +639,28 @@ def _problems():
         noise=0.02,
     )
     add(
+        "noisy_styblinski_tang8",
+        DEV,
+        "noisy-spread",
+        _box(8, -5.0, 5.0),
+        lambda p: styblinski_tang(v(p, 8)),
+        8 * ST_MIN,
+        120,
+        noise=27.0,
+        x_opt=_at(8, [ST_X] * 8),
+    )
+    add(
+        "noisy_hpo_train12",
+        DEV,
+        "noisy-spread",
+        HPO_TRAIN12_SPACE,
+        hpo_train12,
+        0.1,
+        100,
+        noise=0.28,
+        x_opt=HPO_TRAIN12_OPT,
+    )
+    add(
         "mixed",
         DEV,
         "hpo",
@@ -755,6 +784,28 @@ def _problems():
         100,
         noise=0.05,
         x_opt=_at(4, [1.0] * 4),
+    )
+    add(
+        "noisy_shekel4",
+        HELD_OUT,
+        "noisy-spread",
+        _box(4, 0.0, 10.0),
+        lambda p: shekel(v(p, 4)),
+        -10.536409816692045,
+        100,
+        noise=0.05,
+        x_opt=_at(4, [4.000746531592147, 4.000592934138629, 3.999663398966887, 3.9995098034602354]),
+    )
+    add(
+        "noisy_hpo_train10",
+        HELD_OUT,
+        "noisy-spread",
+        HPO_TRAIN10_SPACE,
+        hpo_train10,
+        0.2,
+        100,
+        noise=0.39,
+        x_opt=HPO_TRAIN10_OPT,
     )
     add(
         "hpo_train10",

@@ -1,5 +1,6 @@
 """The robustness suite: its problems are what they claim, and its runner and report work."""
 
+import functools
 import json
 import math
 import subprocess
@@ -57,10 +58,29 @@ def test_known_minimiser_gives_the_stated_minimum_and_nothing_is_lower(name):
         problem.optimum,
     )
     # No random configuration beats the stated minimum (beyond float32 rounding).
-    state, opt = hx.RandomSearch.init(problem.space, n_parallel=256)
-    sample = opt.get_next_params(state, jax.random.PRNGKey(0))
-    values = jax.vmap(problem.f)(sample)
+    values = _random_values(name)
     assert float(jnp.min(values)) >= problem.optimum - 1e-5 * max(1.0, abs(problem.optimum))
+
+
+@functools.cache
+def _random_values(name):
+    """The noiseless objective at 256 uniformly random configurations (one program per
+    problem, shared by the tests that need them)."""
+    problem = suite.PROBLEMS[name]
+    state, opt = hx.RandomSearch.init(problem.space, n_parallel=256)
+    return jax.vmap(problem.f)(opt.get_next_params(state, jax.random.PRNGKey(0)))
+
+
+def test_both_halves_hold_noise_large_against_the_spread():
+    # Noise small against the objective's spread barely changes what a model sees; each
+    # half needs a problem where it does (`noisy-spread`, noise about 0.3 of the spread).
+    for half in (suite.DEV, suite.HELD_OUT):
+        ratios = []
+        for problem in suite.PROBLEMS.values():
+            if problem.half != half or not problem.noise or problem.host:
+                continue
+            ratios.append(problem.noise / float(jnp.std(_random_values(problem.name))))
+        assert max(ratios) > 0.15 and min(ratios) < 0.05, (half, ratios)
 
 
 def test_noisy_problems_add_noise_but_score_the_true_value():
