@@ -527,6 +527,11 @@ def _problems():
     def add(*args, **kw):
         P.append(Problem(*args, **kw))
 
+    def add_spread_noise(name, noise):
+        # A `noisy-spread` problem: an earlier one of the same half with `noise` added.
+        (base,) = [p for p in P if p.name == name]
+        P.append(dataclasses.replace(base, name=f"noisy_{name}", kind="noisy-spread", noise=noise))
+
     # development half -------------------------------------------------------------------
     add(
         "branin",
@@ -639,28 +644,6 @@ def _problems():
         noise=0.02,
     )
     add(
-        "noisy_styblinski_tang8",
-        DEV,
-        "noisy-spread",
-        _box(8, -5.0, 5.0),
-        lambda p: styblinski_tang(v(p, 8)),
-        8 * ST_MIN,
-        120,
-        noise=27.0,
-        x_opt=_at(8, [ST_X] * 8),
-    )
-    add(
-        "noisy_hpo_train12",
-        DEV,
-        "noisy-spread",
-        HPO_TRAIN12_SPACE,
-        hpo_train12,
-        0.1,
-        100,
-        noise=0.28,
-        x_opt=HPO_TRAIN12_OPT,
-    )
-    add(
         "mixed",
         DEV,
         "hpo",
@@ -684,6 +667,9 @@ def _problems():
         host=True,
         reference=True,
     )
+
+    add_spread_noise("styblinski_tang8", 27.0)
+    add_spread_noise("hpo_train12", 0.28)
 
     # held-out half ----------------------------------------------------------------------
     add(
@@ -786,28 +772,6 @@ def _problems():
         x_opt=_at(4, [1.0] * 4),
     )
     add(
-        "noisy_shekel4",
-        HELD_OUT,
-        "noisy-spread",
-        _box(4, 0.0, 10.0),
-        lambda p: shekel(v(p, 4)),
-        -10.536409816692045,
-        100,
-        noise=0.05,
-        x_opt=_at(4, [4.000746531592147, 4.000592934138629, 3.999663398966887, 3.9995098034602354]),
-    )
-    add(
-        "noisy_hpo_train10",
-        HELD_OUT,
-        "noisy-spread",
-        HPO_TRAIN10_SPACE,
-        hpo_train10,
-        0.2,
-        100,
-        noise=0.39,
-        x_opt=HPO_TRAIN10_OPT,
-    )
-    add(
         "hpo_train10",
         HELD_OUT,
         "hpo",
@@ -879,6 +843,8 @@ def _problems():
         reference=True,
         tie=1 / 600,
     )
+    add_spread_noise("shekel4", 0.05)
+    add_spread_noise("hpo_train10", 0.39)
     return {p.name: p for p in P}
 
 
