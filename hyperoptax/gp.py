@@ -418,7 +418,9 @@ def prior_mode(d: int, dtype) -> GPParams:
     )
 
 
+# The noise variance's log-normal prior on standardised targets: centre and width (log).
 _PRIOR_LOG_NOISE = math.log(1e-4)
+_PRIOR_LOG_NOISE_SIGMA = 3.0
 
 
 def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
@@ -428,7 +430,7 @@ def _neg_log_prior(params: GPParams) -> Float[Array, ""]:
     mu, sigma = _prior_median_log_length_scale(d), 1.0
     ls = 0.5 * jnp.sum(((params.log_length_scale - mu) / sigma) ** 2)
     out = 0.5 * (params.log_output_scale / 1.0) ** 2
-    noise = 0.5 * ((params.log_noise - _PRIOR_LOG_NOISE) / 3.0) ** 2
+    noise = 0.5 * ((params.log_noise - _PRIOR_LOG_NOISE) / _PRIOR_LOG_NOISE_SIGMA) ** 2
     return ls + out + noise
 
 
