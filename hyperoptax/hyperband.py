@@ -495,8 +495,10 @@ class Hyperband(eqx.Module):
 
         `objective(config, report)` trains one configuration (plain Python values, as
         `to_configs` gives them) and calls `report(step, value)` as it goes, `step` the
-        budget spent so far in your unit; `report` returns `True` when the configuration
-        should stop (its return value is then not used). A configuration is judged when
+        budget spent so far in your unit (it must not decrease: a step lower than the one
+        before fails the configuration with a `ValueError`, as a `value` that is not one
+        number does); `report` returns `True` when the configuration should stop (its
+        return value is then not used). A configuration is judged when
         its steps first reach a rung's budget: it goes on if its value there is among the
         best `1/eta` of the values that rung has recorded so far (the best one while
         fewer than `eta` have), so nobody waits for a slow configuration (Li et al., "A
@@ -764,6 +766,7 @@ class _Ladder:
         self.budgets = [[r.budget for r in br] for br in opt.brackets()]
         self.values: dict[tuple[int, int], list[float]] = {}  # (bracket, rung) -> values
         self.next_rung = [0] * len(bracket)
+        self.last_step = [-math.inf] * len(bracket)  # the last step each one reported
         self.stopped = [False] * len(bracket)
         self.rows: list[tuple[int, int, int, float]] = []  # configuration, rung, budget, value
         self.lock = threading.Lock()
@@ -808,6 +811,15 @@ class _Ladder:
         with self.lock:
             if self.aborted or self.stopped[j]:
                 return True
+            # A step that goes back is a mistake in the objective too (a training that
+            # restarted its counter, or reports another configuration's steps): the
+            # rungs it passed hold values of the steps reported before.
+            if step < self.last_step[j]:
+                raise ValueError(
+                    f"report(step, value): `step` went back from {self.last_step[j]:g} to "
+                    f"{step:g}; a configuration's steps must not decrease."
+                )
+            self.last_step[j] = step
             budgets = self.budgets[self.bracket[j]]
             go_on, recorded = True, False
             while go_on and self.next_rung[j] < len(budgets) and step >= budgets[self.next_rung[j]]:

@@ -542,6 +542,22 @@ def test_asha_reports_take_one_number_as_results_do():
             n_configurations=1,
             on_error="raise",
         )
+
+    # A step that goes back (a training that restarted its counter) fails the
+    # configuration the same way: its rungs would hold the values of other steps.
+    def restarted(config, report):
+        for step in (1, 2, 3, 1, 2, 3, 4):
+            if report(step, curve(config, step)):
+                return
+
+    with pytest.warns(RuntimeWarning, match="`step` went back from 3 to 1"):
+        out, _ = opt.optimize_host(state, jax.random.PRNGKey(0), restarted, n_configurations=2)
+    at_last_rung = np.asarray(out.y)[np.asarray(out.rung) == 2]
+    assert len(at_last_rung) and np.isnan(at_last_rung).all()
+    with pytest.raises(ValueError, match="must not decrease"):
+        opt.optimize_host(
+            state, jax.random.PRNGKey(0), restarted, n_configurations=1, on_error="raise"
+        )
     # Too large for float32: recorded as NaN and stopped, as a diverged training is.
     out, _ = opt.optimize_host(
         state, jax.random.PRNGKey(0), lambda config, report: report(1, 1e39), n_configurations=2
