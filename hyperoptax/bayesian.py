@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import Any
 
 import equinox as eqx
@@ -20,6 +19,7 @@ from ._jit import jit
 from ._suggest import believer_batch, incumbent
 from ._targets import model_targets
 from ._typing import typecheck
+from ._warn import warn
 from .acquisition import EI, PI, UCB, BaseAcquisition, BaseHallucination, SampleHallucination
 from .base import Optimizer, OptimizerState, Results, as_results, batch_length
 from .kernels import BaseKernel, Matern, Unordered
@@ -308,12 +308,11 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         results = as_results(results, k, name, method="update_state")
         free = self._free_slots(state)
         if free is not None and free < k:
-            warnings.warn(
+            warn(
                 f"{name}.update_state: the state is full (n_max="
                 f"{state.mask.shape[0]}); {k - free} of these {k} "
                 f"results are not recorded and cannot be the best result. Pass a larger "
-                f"`n_max` to `init` for longer searches.",
-                stacklevel=2,
+                f"`n_max` to `init` for longer searches."
             )
         return _update(self, state, results, params)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import equinox as eqx
@@ -15,6 +14,7 @@ from ._checks import is_traced
 from ._dtypes import float_dtype
 from ._jit import jit
 from ._typing import typecheck
+from ._warn import warn
 from .base import Optimizer, OptimizerState, Results, as_results
 from .spaces import CategoricalSpace, DiscreteSpace, Space, flatten_space
 
@@ -111,10 +111,9 @@ class GridSearch(Optimizer[GridSearchState]):
                 f"n_parallel={self.n_parallel}."
             )
         if n_keep < len(grid):
-            warnings.warn(
+            warn(
                 f"GridSearch: the grid has {len(grid)} combinations, not a multiple of "
-                f"n_parallel={self.n_parallel}; the last {len(grid) - n_keep} are dropped.",
-                stacklevel=3,
+                f"n_parallel={self.n_parallel}; the last {len(grid) - n_keep} are dropped."
             )
         return GridSearchState(
             space, jnp.asarray(grid[:n_keep], float_dtype()), jnp.asarray(0, jnp.int32)

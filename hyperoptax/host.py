@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import math
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
+
+from ._warn import warn
 
 __all__ = ["evaluate_configs", "check_on_error", "settle"]
 
@@ -45,11 +46,10 @@ def _failed(
     else:
         tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         what = f"raised {type(error).__name__}: {error}\n{tb}"
-    warnings.warn(
+    warn(
         f"hyperoptax: the evaluation of {config!r} failed ({what}); it is recorded as NaN "
         f"and the search goes on (on_error='raise' stops it instead).",
         RuntimeWarning,
-        stacklevel=5,
     )
 
 

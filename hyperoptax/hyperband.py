@@ -29,7 +29,6 @@ import math
 import os
 import sys
 import threading
-import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from typing import Any, NamedTuple
@@ -45,6 +44,7 @@ from ._checks import check_int, check_positional, is_traced
 from ._dtypes import float_dtype
 from ._jit import jit
 from ._loop import Progress, _split, abstract_arguments, check_callback, check_scalar_output
+from ._warn import warn
 from .base import OptimizerState
 from .bayesian import BayesianSearch, _predict, fit_model, suggest_raw
 from .checkpoint import RunCheckpoint, _describe_arrays
@@ -498,9 +498,10 @@ class Hyperband(eqx.Module):
         budget spent so far in your unit (it must not decrease: a step lower than the one
         before fails the configuration with a `ValueError`, as a `value` that is not one
         number does); `report` returns `True` when the configuration should stop (its
-        return value is then not used). A configuration is judged when
-        its steps first reach a rung's budget: it goes on if its value there is among the
-        best `1/eta` of the values that rung has recorded so far (the best one while
+        return value is then not used). A configuration is judged when its steps first
+        reach a rung's budget, by the value reported then (a step reported again after
+        that is not used, with one warning per search): it goes on if that value is among
+        the best `1/eta` of the values that rung has recorded so far (the best one while
         fewer than `eta` have), so nobody waits for a slow configuration (Li et al., "A
         system for massively parallel hyperparameter tuning", MLSys 2020); at
         `max_budget` it is done. Configurations run as the executor's workers free up
@@ -767,6 +768,8 @@ class _Ladder:
         self.values: dict[tuple[int, int], list[float]] = {}  # (bracket, rung) -> values
         self.next_rung = [0] * len(bracket)
         self.last_step = [-math.inf] * len(bracket)  # the last step each one reported
+        self.rung_step = [-math.inf] * len(bracket)  # the step of each one's last rung value
+        self.repeat_warned = False
         self.stopped = [False] * len(bracket)
         self.rows: list[tuple[int, int, int, float]] = []  # configuration, rung, budget, value
         self.lock = threading.Lock()
@@ -819,15 +822,30 @@ class _Ladder:
                     f"report(step, value): `step` went back from {self.last_step[j]:g} to "
                     f"{step:g}; a configuration's steps must not decrease."
                 )
+            # The same step again after it gave a rung its value (reports after every
+            # batch with the epoch as the step): the rung keeps the first value. Said
+            # once per search, as Optuna's `trial.report` does for each such report.
+            repeat = step == self.rung_step[j] and not self.repeat_warned
+            self.repeat_warned |= repeat
             self.last_step[j] = step
             budgets = self.budgets[self.bracket[j]]
             go_on, recorded = True, False
             while go_on and self.next_rung[j] < len(budgets) and step >= budgets[self.next_rung[j]]:
                 go_on, recorded = self._record(j, value), True
+            if recorded:
+                self.rung_step[j] = step
             self.stopped[j] = not go_on
             if recorded and self.save is not None:
                 self.save()
-            return not go_on
+        if repeat:
+            warn(
+                f"hyperoptax: configuration {j} reported step {step:g} again; a rung keeps "
+                f"the value first reported at its budget, so this one ({value:g}) and later "
+                f"repeats are not used (this warning is not repeated). Report each step "
+                f"once, for example after each epoch with the epochs done.",
+                RuntimeWarning,
+            )
+        return not go_on
 
     def finish(self, j: int, failed: bool) -> None:
         """Configuration `j`'s objective returned (or raised, `failed`)."""
@@ -845,12 +863,11 @@ class _Ladder:
                 self.save()
             if failed:
                 return
-        warnings.warn(
+        warn(
             f"hyperoptax: the objective returned for configuration {j} before it reached "
             f"max_budget={self.opt.max_budget} or was stopped; report(step, value) at every "
             f"rung's budget (its last rung recorded: {self.next_rung[j]}).",
             RuntimeWarning,
-            stacklevel=3,
         )
 
     def abort(self) -> None:

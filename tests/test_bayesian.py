@@ -112,8 +112,10 @@ def test_update_writes_next_slots_and_overflow_keeps_first(branin_opt):
         state = opt.update_state(state, KEY, jnp.arange(3.0) + 3 * i, X)
     assert bool(state.mask.all())
     np.testing.assert_allclose(state.y, np.arange(12.0))
-    with pytest.warns(UserWarning, match="3 of these 3 results are not recorded"):
+    with pytest.warns(UserWarning, match="3 of these 3 results are not recorded") as caught:
         full = opt.update_state(state, KEY, jnp.full(3, -100.0), X)
+    # Shown at the caller's line, not inside the library or its decorators.
+    assert caught[0].filename == __file__
     np.testing.assert_array_equal(full.y, state.y)
     partial = eqx.tree_at(lambda s: s.mask, state, state.mask.at[10:].set(False))
     with pytest.warns(UserWarning, match="1 of these 3 results are not recorded"):

@@ -40,8 +40,9 @@ def test_exhausted_grid_raises_in_eager_use():
 
 
 def test_truncated_to_multiple_of_n_parallel_with_warning():
-    with pytest.warns(UserWarning, match="dropped"):
+    with pytest.warns(UserWarning, match="dropped") as caught:
         state, _ = hx.GridSearch.init(SPACE, n_parallel=4)
+    assert caught[0].filename == __file__  # shown at the caller's line
     assert state.grid.shape == (4, 2)
 
 

@@ -103,8 +103,9 @@ def test_on_error_raise_stops_the_search():
         opt.optimize_host(state, KEY, lambda c: float("nan"), 1, on_error="raise")
     with pytest.raises(ValueError, match="on_error"):
         opt.optimize_host(state, KEY, loss, 1, on_error="ignore")
-    with pytest.warns(RuntimeWarning, match="returned 'text'"):
+    with pytest.warns(RuntimeWarning, match="returned 'text'") as caught:
         _, (_, rh) = opt.optimize_host(state, KEY, lambda c: "text", 1)
+    assert caught[0].filename == __file__  # shown at the caller's line
     assert np.all(np.isnan(np.asarray(rh[0])))
     # Too large for float32: a failure that names the configuration, not an overflow.
     with pytest.warns(

@@ -492,8 +492,9 @@ def test_asha_failures_are_recorded_and_early_returns_warned():
                 return
 
     state, opt = hx.SuccessiveHalving.init(SPACE, min_budget=1, max_budget=9, maximize=False)
-    with pytest.warns(RuntimeWarning, match="diverged"):
+    with pytest.warns(RuntimeWarning, match="diverged") as caught:
         out, configs = opt.optimize_host(state, jax.random.PRNGKey(0), flaky)
+    assert {w.filename for w in caught} == {__file__}  # shown at the caller's line
     failed = {j for j, c in enumerate(configs) if c["x"] > 0.7}
     assert failed
     for j, k, y in zip(out.configuration, out.rung, out.y, strict=True):
@@ -501,10 +502,11 @@ def test_asha_failures_are_recorded_and_early_returns_warned():
             assert np.isnan(float(y))  # NaN at the rung it did not reach, then no more
     with pytest.raises(RuntimeError, match="diverged"):
         opt.optimize_host(state, jax.random.PRNGKey(0), flaky, on_error="raise")
-    with pytest.warns(RuntimeWarning, match="before it reached max_budget"):
+    with pytest.warns(RuntimeWarning, match="before it reached max_budget") as caught:
         opt.optimize_host(
             state, jax.random.PRNGKey(0), lambda config, report: None, n_configurations=2
         )
+    assert {w.filename for w in caught} == {__file__}
     with pytest.raises(TypeError, match="report"):
         opt.optimize_host(state, jax.random.PRNGKey(0), lambda config: 0.0)
     from concurrent.futures import ProcessPoolExecutor
@@ -558,6 +560,24 @@ def test_asha_reports_take_one_number_as_results_do():
         opt.optimize_host(
             state, jax.random.PRNGKey(0), restarted, n_configurations=1, on_error="raise"
         )
+
+    # The same step again after it gave a rung its value (a report after every batch
+    # with the epoch as the step): the rung keeps the first value, and one warning,
+    # shown at the report's line in the objective, says so.
+    def every_batch(config, report):
+        for epoch in range(1, 10):
+            for batch in range(3):
+                if report(epoch, curve(config, epoch) + batch):
+                    return
+
+    with pytest.warns(RuntimeWarning, match="reported step 1 again") as caught:
+        out, configs = opt.optimize_host(
+            state, jax.random.PRNGKey(0), every_batch, n_configurations=3
+        )
+    assert len(caught) == 1 and caught[0].filename == __file__
+    rows = zip(out.configuration, out.budget, strict=True)
+    expected = [curve(configs[int(j)], int(b)) for j, b in rows]
+    np.testing.assert_allclose(out.y, expected, rtol=1e-6)
     # Too large for float32: recorded as NaN and stopped, as a diverged training is.
     out, _ = opt.optimize_host(
         state, jax.random.PRNGKey(0), lambda config, report: report(1, 1e39), n_configurations=2
