@@ -256,6 +256,7 @@ def believer_batch(
     pending=None,
     pending_mask=None,
     fixed=None,
+    n_picks=None,
 ) -> Array:
     """Kriging Believer: pick, hallucinate, refit, `n_parallel` times, as one scan.
 
@@ -269,7 +270,10 @@ def believer_batch(
     yet) each pick is uniformly random instead: one code path, compiled once. `fixed`
     (`(n_params,)` on the unit cube, NaN for free columns, or `None`) pins columns: every
     pick has those values there (a multi-fidelity model's budget column at the full
-    budget).
+    budget). `n_picks` (an int32 scalar, or `None` for all) is how many of the batch's
+    picks are wanted: the later ones are skipped, and are zeros (a caller compiled for
+    its largest batch that needs fewer picks this time; the first picks do not depend on
+    the batch's size).
     """
     n_max, d, P = data.X.shape[0], flat.n_params, search.n_parallel
     n_pending = 0 if pending is None else pending.shape[0]
@@ -307,6 +311,14 @@ def believer_batch(
         return believe(data, post, y_best, x, n_max + j, k, real), None
 
     def body(data, inputs):
+        if n_picks is None:
+            return pick(data, inputs)
+        # Real control flow where the program is not vmapped (under `vmap` both run).
+        return jax.lax.cond(
+            inputs[0] < n_picks, pick, lambda data, _: (data, jnp.zeros((d,), dtype)), data, inputs
+        )
+
+    def pick(data, inputs):
         j, k = inputs
         k_cand, k_hall = jax.random.split(k)
         post, y_best = fit(data)

@@ -689,9 +689,10 @@ def suggest_raw(
     pending=None,
     pending_mask=None,
     fixed=None,
+    n_picks=None,
 ) -> PyTree:
     """The next batch as a raw `(n_parallel, n_params)` matrix (see `believer_batch` for
-    `pending`, `pending_mask` and `fixed`)."""
+    `pending`, `pending_mask`, `fixed` and `n_picks`)."""
     flat = flatten_space(state.space)
     n_obs = jnp.sum(state.mask)
     n_finite = jnp.sum(state.mask & jnp.isfinite(state.y))
@@ -711,5 +712,6 @@ def suggest_raw(
         pending,
         pending_mask,
         fixed,
+        n_picks,
     )
     return flat.from_unit(batch)

@@ -114,8 +114,8 @@ class Hyperband(eqx.Module):
     `benchmarks/RESULTS.md`, "Multi-fidelity search at equal budget", compares both.)
     The model's `n_parallel`, `n_warmup` and `maximize` are set by the search (one batch
     of the largest model-drawn rung's size, so that the model compiles once; smaller
-    rungs take its first picks); its other settings (kernel, acquisition, candidates,
-    restarts) are used as they are.
+    rungs take its first picks and skip the others); its other settings (kernel,
+    acquisition, candidates, restarts) are used as they are.
     Once the brackets before have evaluated `n_params + 1` configurations at the full
     budget, the model also chooses each rung's survivors: the GP is fitted to every
     result so far, the rung's included, and the configurations with the best posterior
@@ -415,7 +415,16 @@ class Hyperband(eqx.Module):
                 model = dataclasses.replace(
                     self.model, n_parallel=n_draw, n_warmup=0, maximize=self.maximize
                 )
-                drawn = _model_draws(model, state, self.min_budget, self.max_budget, k_model)
+                # Compiled for the largest model-drawn rung; a smaller one skips the
+                # picks it does not use.
+                drawn = _model_draws(
+                    model,
+                    state,
+                    self.min_budget,
+                    self.max_budget,
+                    k_model,
+                    n_picks=_i32(n_model),
+                )
                 X = _with_drawn(X, drawn, n_model)
             ids = jnp.asarray(np.arange(n0, dtype=np.int32) + next_configuration)
             next_configuration += n0
@@ -916,10 +925,12 @@ def _model_draws(
     key,
     pending=None,
     pending_mask=None,
+    n_picks=None,
 ) -> Array:
     """`model.n_parallel` raw configurations: `model`'s suggestions at the full budget,
     its GP fitted to every result so far (`_fitted`). `pending` (raw rows, those where
-    `pending_mask`) are configurations running at the full budget."""
+    `pending_mask`) are configurations running at the full budget. With `n_picks` (an
+    int32 scalar) only the first that many are drawn (the rest are not used)."""
     d = state.X.shape[1]
     fitted = _fitted(model, state, min_budget, max_budget)
     space, fixed = fitted.space, None
@@ -929,7 +940,7 @@ def _model_draws(
         full = jnp.full((len(pending), fitted.X.shape[1] - d), max_budget, state.X.dtype)
         pending = flatten_space(space).to_unit(jnp.concatenate([pending, full], axis=1))
         pending = jnp.where(pending_mask[:, None], pending, 0.5)  # padding: masked out
-    return suggest_raw(model, fitted, key, pending, pending_mask, fixed=fixed)[:, :d]
+    return suggest_raw(model, fitted, key, pending, pending_mask, fixed, n_picks)[:, :d]
 
 
 class _HostDraws:
