@@ -272,7 +272,9 @@ class Hyperband(eqx.Module):
         mesh: Mesh | None = None,
     ) -> tuple[HyperbandState, tuple[list[PyTree], list[Array]]]:
         """Run every bracket. `objective(key, params, budget)` gets one configuration
-        (each leaf a scalar) and an int32 budget, and returns a scalar.
+        (each leaf a scalar) and an int32 budget, and returns a scalar. `state` is the
+        empty one `init` returns (a state holding evaluations is refused with a
+        `ValueError`: the schedule writes its own rows, so they would not be kept).
 
         With `init_carry`, a promoted configuration continues its training instead of
         starting again: `init_carry(key, params)` makes a configuration's training state
@@ -347,6 +349,8 @@ class Hyperband(eqx.Module):
                     f"resume it the same way, or pass another checkpoint path to start a new "
                     f"search."
                 )
+        if not done and not traced:
+            self._check_empty(state, "optimize")
         bar = Progress(self, bool(progress), n_rungs, done, [])
         try:
             return self._run(
@@ -369,6 +373,20 @@ class Hyperband(eqx.Module):
                 f"{name}.optimize: `state` has room for {have} evaluations, and this "
                 f"schedule makes {need}; make the state with `{name}.init` and the same "
                 f"`min_budget`, `max_budget`, `eta` and `n_rounds`."
+            )
+
+    def _check_empty(self, state: HyperbandState, method: str) -> None:
+        """A new search starts from a state without evaluations: the schedule writes its
+        own rows from the first, so a used state's results would be silently dropped."""
+        n = int(np.asarray(state.mask).sum())
+        if n:
+            name = type(self).__name__
+            raise ValueError(
+                f"{name}.{method}: `state` already holds {n} evaluations of an earlier "
+                f"search, which the state this search returns would not keep; pass the "
+                f"state `{name}.init` returns (keep the earlier one to compare; for a "
+                f"longer search use a larger `n_rounds`, and to resume an interrupted one "
+                f"pass `checkpoint=`)."
             )
 
     def _run(self, state, key, objective, init_carry, callback, bar, run, done, stopped, mesh):
@@ -518,6 +536,7 @@ class Hyperband(eqx.Module):
         since `report` answers from here), each in its bracket of the schedule (the
         brackets' first rungs in order, repeated); without `executor` one after another.
 
+        `state` is the empty one `init` returns, as for `optimize`.
         `n_configurations` (default: the schedule's, `sum` of the brackets' first rungs)
         are drawn uniformly at random, all submitted at once. With a `model`, they are
         drawn one at a time as workers free up, `model.n_parallel` running at once: once
@@ -599,6 +618,8 @@ class Hyperband(eqx.Module):
                 )
 
             ladder.save = save
+        if not ladder.rows:  # a new search (nothing restored from a checkpoint)
+            self._check_empty(state, "optimize_host")
         draw = None if self.model is None else _HostDraws(self, state, ladder, X)
         if executor is None:
             n_running = 1

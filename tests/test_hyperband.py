@@ -179,6 +179,20 @@ def test_a_state_that_does_not_fit_the_schedule_is_refused():
     longer = hx.Hyperband(min_budget=1, max_budget=9)
     with pytest.raises(ValueError, match=f"room for {len(state.y)} evaluations"):
         longer.optimize(state, key, objective)
+    # A state that holds a search's results: run again, `state, _ = opt.optimize(state,
+    # ...)` would return a state without them. Refused on both paths, nothing lost.
+    used, _ = opt.optimize(state, key, objective)
+    n = int(used.mask.sum())
+    with pytest.raises(ValueError, match=f"already holds {n} evaluations"):
+        opt.optimize(used, key, objective)
+
+    def reports(config, report):
+        for step in range(1, 4):
+            if report(step, float(config["x"])):
+                return
+
+    with pytest.raises(ValueError, match=f"optimize_host: `state` already holds {n}"):
+        opt.optimize_host(used, key, reports)
 
 
 def test_objectives_returning_the_wrong_thing_are_refused_before_anything_runs():
