@@ -3,8 +3,8 @@
 A warning's `stacklevel` names the frame it is shown at. A fixed level is wrong for
 most of the library's warnings: one raised inside `optimize_host` sits below a varying
 number of the library's own frames, and the public methods are reached through
-Equinox's bound-method wrapper and the jaxtyping and beartype checks, so a fixed level showed the
-warning at a line of `hyperoptax/base.py` or of those packages. `warn` counts the
+Equinox's bound-method wrapper and the jaxtyping and beartype checks, so a fixed level
+showed the warning at a line of `hyperoptax/base.py` or of those packages. `warn` counts the
 frames instead, up to the first one outside the library and the packages it is called
 through (Python 3.12's `skip_file_prefixes` does this; 3.11 lacks it).
 """

@@ -326,7 +326,8 @@ class Hyperband(eqx.Module):
             check_positional(name, "objective", objective, 4, CARRY_USAGE)
             check_positional(name, "init_carry", init_carry, 2, "init_carry(key, params) -> carry")
         _check_outputs(objective, init_carry, state, key)
-        traced = is_traced(key) or any(is_traced(x) for x in jax.tree_util.tree_leaves(state))
+        state_traced = any(is_traced(x) for x in jax.tree_util.tree_leaves(state))
+        traced = is_traced(key) or state_traced
         if traced and (callback is not None or progress or checkpoint is not None):
             raise ValueError(
                 f"{name}.optimize: `callback`, `checkpoint` and `progress` work with results "
@@ -349,7 +350,7 @@ class Hyperband(eqx.Module):
                     f"resume it the same way, or pass another checkpoint path to start a new "
                     f"search."
                 )
-        if not done and not traced:
+        if not done and not state_traced:  # (a search vmapped over keys has its state)
             self._check_empty(state, "optimize")
         bar = Progress(self, bool(progress), n_rungs, done, [])
         try:

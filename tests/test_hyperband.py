@@ -185,6 +185,9 @@ def test_a_state_that_does_not_fit_the_schedule_is_refused():
     n = int(used.mask.sum())
     with pytest.raises(ValueError, match=f"already holds {n} evaluations"):
         opt.optimize(used, key, objective)
+    keys = jax.random.split(key, 2)  # searches vmapped over keys: the state is known
+    with pytest.raises(ValueError, match=f"already holds {n} evaluations"):
+        eqx.filter_eval_shape(eqx.filter_vmap(lambda k: opt.optimize(used, k, objective)), keys)
 
     def reports(config, report):
         for step in range(1, 4):
