@@ -127,12 +127,20 @@ def _check_bounds(name: str, lower_bound: Any, upper_bound: Any) -> tuple[float,
         )
     dtype = np.dtype(float_dtype())
     biggest = float(np.finfo(dtype).max)
-    if not hi - lo <= biggest:  # the width must be a finite number of this dtype too
+    # The bounds and the width must be finite numbers of this dtype.
+    if not max(abs(lo), abs(hi), hi - lo) <= biggest:
         raise ValueError(
             f"{name}: [lower_bound, upper_bound] = [{lower_bound!r}, {upper_bound!r}] does not "
             f"fit in {dtype.name}, whose numbers lie within +-{biggest:.4g} (the width "
             f"upper_bound - lower_bound included); enable jax_enable_x64 for float64, or "
             f"rescale the parameter."
+        )
+    if not dtype.type(lo) < dtype.type(hi):  # a range narrower than the dtype's spacing
+        raise ValueError(
+            f"{name}: lower_bound={lower_bound!r} and upper_bound={upper_bound!r} are the "
+            f"same {dtype.name} number ({float(dtype.type(lo))!r}), so every value would "
+            f"be that one; enable jax_enable_x64 for float64, or rescale the parameter "
+            f"(search its offset from lower_bound, say)."
         )
     return lo, hi
 
@@ -292,6 +300,24 @@ class DiscreteSpace(Space):
             raise ValueError(f"{name}: `values` must not be empty, got {self.values!r}.")
         for v in self.values:
             _check_number(name, "values", v)
+        # The values pass through the float dtype (and integers come back as int32): they
+        # must be numbers of it, and integers exact in it.
+        lo, hi = min(self.values), max(self.values)
+        fdtype = np.dtype(float_dtype())
+        if all(isinstance(v, numbers.Integral) for v in self.values):
+            info, exact = np.iinfo(np.int32), 2 ** (np.finfo(fdtype).nmant + 1)
+            ok = max(info.min, -exact) <= lo and hi <= min(info.max, exact)
+            holds = f"int32 holds [{info.min}, {info.max}] and {fdtype.name} represents "
+            holds += f"every integer only within +-{exact}"
+        else:
+            biggest = float(np.finfo(fdtype).max)
+            ok = max(abs(float(lo)), abs(float(hi))) <= biggest
+            holds = f"{fdtype.name} numbers lie within +-{biggest:.4g}"
+        if not ok:
+            raise ValueError(
+                f"{name}: `values` from {lo!r} to {hi!r} do not fit: {holds}; enable "
+                f"jax_enable_x64 for float64, or rescale the parameter."
+            )
 
     @property
     def _sorted(self) -> tuple[float, ...]:

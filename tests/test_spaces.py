@@ -29,8 +29,16 @@ KEY = jax.random.PRNGKey(0)
         (lambda: hx.LinearSpace(0.0, 1e39), "does not fit in float32"),
         (lambda: hx.LinearSpace(-1e308, 1e308), "does not fit in float32"),
         (lambda: hx.LinearSpace(-2e38, 2e38), "width"),
+        (lambda: hx.LinearSpace(-1e39, -0.9e39), "does not fit in float32"),  # narrow, too big
+        # Distinct Python floats that float32 rounds to one number: a space of one value.
+        (lambda: hx.LinearSpace(1.0, 1.0 + 1e-9), "same float32 number"),
+        (lambda: hx.LinearSpace(1e6, 1e6 + 0.01), "same float32 number"),
+        (lambda: hx.LogSpace(1.0, 1.0 + 1e-9), "same float32 number"),
         (lambda: hx.LogSpace(1e-60, 1.0), "smallest normal float32"),
         (lambda: hx.QLinearSpace(0, 3e9), "int32 holds"),
+        (lambda: hx.DiscreteSpace((1.0, 1e39)), "do not fit: float32 numbers"),
+        (lambda: hx.DiscreteSpace((1, 2**25)), "every integer only within"),
+        (lambda: hx.DiscreteSpace((-(2**40), 0)), "int32 holds"),
         (lambda: hx.QLogSpace(1, 1e8), "every integer only within"),
     ],
 )
