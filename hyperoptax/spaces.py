@@ -222,18 +222,28 @@ def _check_integer_space(space) -> None:
     name = type(space).__name__
     _check_int_dtype(name, space.datatype)
     ilo, ihi = _integer_bounds(name, float(space.lower_bound), float(space.upper_bound))
-    info = np.iinfo(np.dtype(space.datatype))
-    # Integers pass through the float dtype on their way to the GP and back: they must be
-    # exact there too (float32 holds every integer up to 2**24).
-    exact = 2 ** (np.finfo(np.dtype(float_dtype())).nmant + 1)
-    top = min(info.max, exact)
-    if ilo < max(info.min, -exact) or ihi > top:
+    low, high, holds = _integer_limits(space.datatype)
+    if ilo < low or ihi > high:
         raise ValueError(
             f"{name}: [lower_bound, upper_bound] = [{space.lower_bound!r}, {space.upper_bound!r}] "
-            f"does not fit: {np.dtype(space.datatype).name} holds [{info.min}, {info.max}] and "
-            f"{np.dtype(float_dtype()).name} represents every integer only within +-{exact}; "
-            f"enable jax_enable_x64 (and an int64 `datatype`) for larger ranges."
+            f"does not fit: {holds}; enable jax_enable_x64 (and an int64 `datatype`) for "
+            f"larger ranges."
         )
+
+
+def _integer_limits(datatype: Any) -> tuple[int, int, str]:
+    """The integers a space of `datatype` can hold, and the sentence that says why.
+
+    Integers pass through the float dtype on their way to the GP and back: they must be
+    exact there too (float32 holds every integer up to 2**24).
+    """
+    info = np.iinfo(np.dtype(datatype))
+    exact = 2 ** (np.finfo(np.dtype(float_dtype())).nmant + 1)
+    holds = (
+        f"{np.dtype(datatype).name} holds [{info.min}, {info.max}] and "
+        f"{np.dtype(float_dtype()).name} represents every integer only within +-{exact}"
+    )
+    return max(int(info.min), -exact), min(int(info.max), exact), holds
 
 
 def _integer_column(space, log: bool) -> _Column:
@@ -305,10 +315,8 @@ class DiscreteSpace(Space):
         lo, hi = min(self.values), max(self.values)
         fdtype = np.dtype(float_dtype())
         if all(isinstance(v, numbers.Integral) for v in self.values):
-            info, exact = np.iinfo(np.int32), 2 ** (np.finfo(fdtype).nmant + 1)
-            ok = max(info.min, -exact) <= lo and hi <= min(info.max, exact)
-            holds = f"int32 holds [{info.min}, {info.max}] and {fdtype.name} represents "
-            holds += f"every integer only within +-{exact}"
+            low, high, holds = _integer_limits(jnp.int32)
+            ok = low <= lo and hi <= high
         else:
             biggest = float(np.finfo(fdtype).max)
             ok = max(abs(float(lo)), abs(float(hi))) <= biggest
