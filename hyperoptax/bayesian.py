@@ -23,7 +23,7 @@ from ._warn import warn
 from .acquisition import EI, PI, UCB, BaseAcquisition, BaseHallucination, SampleHallucination
 from .base import Optimizer, OptimizerState, Results, as_results, batch_length
 from .kernels import BaseKernel, Matern, Unordered
-from .spaces import FlatSpace, flatten_space, from_configs, is_matrix
+from .spaces import FlatSpace, as_batch, flatten_space, from_configs, is_matrix
 
 __all__ = ["BayesianSearchState", "BayesianSearch", "recommended"]
 
@@ -321,13 +321,15 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         self,
         state: BayesianSearchState,
         params: PyTree | Real[ArrayLike, "n n_params"] | list | BayesianSearchState,
-        results: Results | None = None,
+        results: Results | Real[ArrayLike, ""] | None = None,
     ) -> BayesianSearchState:
         """Record observations made earlier, then fit the GP hyperparameters to them.
 
         `params` is any number `n` of configurations: a batched pytree (each leaf
         `(n,)`), a raw `(n, n_params)` array, or a list of configurations such as dicts
-        of Python values (see `to_configs`), with `results` of shape `(n,)`. Or it is
+        of Python values (see `to_configs`), with `results` of shape `(n,)`; a single
+        configuration (every leaf a scalar, as `best_params` returns it) may come with a
+        scalar result. Or it is
         another run's `BayesianSearchState` (for example from `load_state`) over the
         same search space, and `results` is left out. Values must lie in the search
         space; results may be NaN or inf (recorded as failures). More observations
@@ -346,10 +348,15 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
             keep = np.asarray(params.mask)
             X, y = np.asarray(params.X)[keep], np.asarray(params.y)[keep]
         else:
+            single = False
+            if not isinstance(params, list | tuple):  # not a list of configurations
+                params, single = as_batch(params)
             X = _configurations(state.space, params, name)
             n = len(X)
             if results is None:
                 raise ValueError(f"{name}: `results` (shape ({n},)) is required with `params`.")
+            if single:  # a scalar result for the one configuration
+                results = jnp.atleast_1d(jnp.asarray(results))
             y = np.asarray(as_results(results, n, type(self).__name__, method="warm_start"))
         if len(y) == 0:
             return state
@@ -369,13 +376,15 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         """The surrogate model at `params`: posterior mean, std and acquisition value.
 
         `params` is a batched params pytree (each leaf `(q,)`) or a raw `(q, n_params)`
-        array. Everything is on the model's internal scale, where larger is better
+        array; a single configuration (every leaf a scalar, as `best_params` returns it)
+        is a batch of one. Everything is on the model's internal scale, where larger is better
         and 1.0 is the range of results observed so far times the number of
         parameters (results oriented, warped and standardised; see the concepts
         page), with the current hyperparameters.
         For plots and diagnostics; the search itself does not call it.
         """
         flat = flatten_space(state.space)
+        params, _ = as_batch(params)
         flat.check_batch(params, flat.batch_size(params), f"{type(self).__name__}.predict")
         return _predict(self, state, flat.as_matrix(params))
 

@@ -578,10 +578,12 @@ class FlatSpace:
 
     def check_batch(self, params, n: int, owner: str) -> None:
         """Raise a `ValueError` (naming `owner`) unless `params` is a batch of `n`
-        configurations: a pytree with one `(n,)` leaf per column, or an `(n, d)` array."""
+        configurations: a pytree with one `(n,)` leaf per column, or an `(n, d)` array
+        (`n` 0: any number of them, as `batch_size` could not tell)."""
+        size = n if n else "n"
         expected = (
-            f"a params pytree with {self.n_params} leaves of shape ({n},) "
-            f"or an array of shape ({n}, {self.n_params})"
+            f"a params pytree with {self.n_params} leaves of shape ({size},) "
+            f"or an array of shape ({size}, {self.n_params})"
         )
         if is_matrix(params):
             if params.shape != (n, self.n_params):
@@ -634,6 +636,19 @@ class FlatSpace:
         cols = jnp.split(x, self.n_params, axis=-1)
         leaves = [c[..., 0].astype(dt) for c, dt in zip(cols, self.dtypes, strict=True)]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def as_batch(params: Any) -> tuple[Any, bool]:
+    """`(params, single)`: a single configuration (a pytree whose every leaf is a scalar,
+    as `best_params` returns it) as a batch of one, each leaf `(1,)`, and `single` True;
+    anything else unchanged, and `single` False."""
+    leaves = jax.tree_util.tree_leaves(params)
+    if not leaves or is_matrix(params) or any(jnp.ndim(leaf) != 0 for leaf in leaves):
+        return params, False
+    one = jax.tree_util.tree_map(
+        lambda v: v[None] if isinstance(v, jax.Array | np.ndarray) else np.asarray([v]), params
+    )
+    return one, True
 
 
 def is_matrix(params: Any) -> bool:
@@ -692,9 +707,11 @@ def to_configs(params: PyTree, space: PyTree | None = None) -> list[PyTree]:
     Python values: `float` for continuous parameters, `int` for integer ones. With
     `space`, a `CategoricalSpace` parameter becomes the choice itself instead of its
     index, and a `DiscreteSpace` parameter exactly the declared value (not its float32
-    rounding). Use it to hand suggestions to code outside JAX.
+    rounding). Use it to hand suggestions to code outside JAX. A single configuration
+    (every leaf a scalar, as `best_params` returns it) gives a list of one:
+    `hx.to_configs(opt.best_params(state), space)[0]`.
     """
-    leaves, treedef = jax.tree_util.tree_flatten(params)
+    leaves, treedef = jax.tree_util.tree_flatten(as_batch(params)[0])
     if not leaves:
         raise ValueError("to_configs: `params` has no leaves.")
     host = [np.asarray(v) for v in leaves]

@@ -237,10 +237,19 @@ def test_tunes_a_scikit_learn_model_end_to_end():
     worst_alpha = cv_score({"alpha": 1e4, "scale": True})
     best = opt.best_params(state)
     assert float(opt.best_result(state)) > worst_alpha + 0.1
-    assert float(opt.best_result(state)) == pytest.approx(
-        cv_score({"alpha": float(best["alpha"]), "scale": space["scale"].decode(best["scale"])}),
-        rel=1e-5,
-    )
+    # The reported configuration (every leaf a scalar) as plain values, the choice itself.
+    [config] = hx.to_configs(best, space)
+    assert config["scale"] in (True, False) and isinstance(config["alpha"], float)
+    assert float(opt.best_result(state)) == pytest.approx(cv_score(config), rel=1e-5)
+    # ...and as a batch of one wherever configurations go.
+    batch = jax.tree_util.tree_map(lambda v: v[None], best)
+    for got, want in zip(opt.predict(state, best), opt.predict(state, batch), strict=True):
+        assert got.shape == (1,)
+        np.testing.assert_array_equal(got, want)
+    fresh, _ = hx.BayesianSearch.init(space, n_max=4, n_parallel=2, **SMALL)
+    warm = opt.warm_start(fresh, best, opt.best_result(state))
+    assert int(warm.mask.sum()) == 1 and float(warm.y[0]) == float(opt.best_result(state))
+    assert hx.to_configs(opt.best_params(warm), space) == [config]
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

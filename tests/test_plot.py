@@ -84,6 +84,8 @@ def test_history_of_a_random_search_takes_the_evaluations_optimize_returned():
     state, opt = hx.RandomSearch.init({"x": hx.LinearSpace(-1.0, 1.0)}, n_parallel=2)
     with pytest.raises(TypeError, match="evaluations="):
         plot.history(state, opt)
+    with pytest.raises(TypeError, match=r"first argument is the search's state.*RandomSearch"):
+        plot.parallel(opt, state)
     _, (params, results) = opt.optimize(state, jax.random.key(0), lambda k, p: p["x"] ** 2, 5)
     scanned = (
         jax.tree_util.tree_map(lambda *a: jnp.stack(a), *params),

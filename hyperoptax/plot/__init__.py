@@ -38,6 +38,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("hyperoptax.plot needs matplotlib: pip install 'hyperoptax[plot]'.") from e
 
 from .._targets import results_from_model
+from ..base import OptimizerState
 from ..spaces import CategoricalSpace, FlatSpace, _space_leaves, flatten_space
 
 __all__ = [
@@ -110,6 +111,11 @@ def _direction(optimizer, maximize: bool | None) -> bool:
 
 
 def _observations(state, optimizer=None, evaluations=None, maximize=None) -> _Observations:
+    if not isinstance(state, OptimizerState):
+        raise TypeError(
+            f"The first argument is the search's state (`plot(state, optimizer)`), got "
+            f"{type(state).__name__}."
+        )
     flat = flatten_space(state.space)
     if evaluations is not None:
         params_hist, results_hist = evaluations
@@ -133,12 +139,13 @@ def _observations(state, optimizer=None, evaluations=None, maximize=None) -> _Ob
         y = np.concatenate(ys) if ys else np.zeros((0,))
         batch = np.repeat(np.arange(len(ys)), sizes)
     elif hasattr(state, "y") and hasattr(state, "mask"):
-        mask = np.asarray(state.mask)
-        X, y = np.asarray(state.X, float)[mask], np.asarray(state.y, float)[mask]
+        held: Any = state  # a state that keeps its observations
+        mask = np.asarray(held.mask)
+        X, y = np.asarray(held.X, float)[mask], np.asarray(held.y, float)[mask]
         batch = np.arange(len(y)) // getattr(optimizer, "n_parallel", 1)
     else:
         raise TypeError(
-            f"A {type(state).__name__} keeps no observations: pass the history that "
+            f"{type(state).__name__} keeps no observations: pass the history that "
             f"`optimize` returned as well, `evaluations=(params_hist, results_hist)`."
         )
     labels: list[tuple[str, ...] | None] = [
