@@ -9,12 +9,13 @@ vmapped over) cannot be read and pass unchecked.
 from __future__ import annotations
 
 import inspect
+import numbers
 from typing import Any
 
 import jax
 import numpy as np
 
-__all__ = ["is_traced", "check_int", "check_real", "check_callable", "check_positional"]
+__all__ = ["is_traced", "plain", "check_int", "check_real", "check_callable", "check_positional"]
 
 
 def is_traced(x: Any) -> bool:
@@ -22,9 +23,23 @@ def is_traced(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def plain(value: Any) -> Any:
+    """A NumPy scalar, or a concrete JAX or NumPy array of shape `()`, as the Python
+    number it holds; anything else unchanged (for the checks to judge).
+
+    The converter of the modules' static fields: a static field is part of what a
+    compiled program is keyed on, so it holds plain Python values (Equinox warns about
+    arrays there), while a user's bounds and sizes often come out of NumPy."""
+    if isinstance(value, np.generic) or (
+        isinstance(value, np.ndarray | jax.Array) and not is_traced(value) and value.shape == ()
+    ):
+        return value.item()
+    return value
+
+
 def check_int(owner: str, name: str, value: Any, minimum: int) -> None:
-    """`value` is a Python int (not a bool) of at least `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """`value` is an integer (a Python or NumPy one, not a bool) of at least `minimum`."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{owner}: `{name}` must be an int, got {value!r}.")
     if value < minimum:
         raise ValueError(f"{owner}: `{name}` must be at least {minimum}, got {value!r}.")

@@ -109,7 +109,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
         if n_iterations is None:
             return self._default_n_iterations(state)
         check_int(type(self).__name__, "n_iterations", n_iterations, 0)
-        return n_iterations
+        return int(n_iterations)
 
     @typecheck
     def optimize(

@@ -13,7 +13,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree, Real
 
 from . import gp
-from ._checks import check_callable, check_int, check_real, is_traced
+from ._checks import check_callable, check_int, check_real, is_traced, plain
 from ._dtypes import float_dtype, is_f64
 from ._jit import jit
 from ._suggest import believer_batch, incumbent
@@ -79,6 +79,7 @@ def recommended(n_parallel: int = 1) -> dict[str, Any]:
     random, whatever the batch size.
     """
     check_int("recommended", "n_parallel", n_parallel, 1)
+    n_parallel = int(n_parallel)
     common = dict(
         n_restarts=8,
         n_lbfgs_steps=30,
@@ -127,13 +128,13 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
     jitter: float = 1e-6
     kernel: BaseKernel = eqx.field(default_factory=lambda: Matern(nu=0.5))
     acquisition: BaseAcquisition = eqx.field(default_factory=PI)
-    n_candidates: int = eqx.field(default=1000, static=True)
-    n_restarts: int = eqx.field(default=2, static=True)
-    n_lbfgs_steps: int = eqx.field(default=10, static=True)
-    n_hparam_steps: int = eqx.field(default=20, static=True)
-    n_warmup: int = eqx.field(default=1, static=True)
-    maximize: bool = eqx.field(default=True, static=True)
-    n_parallel: int = eqx.field(default=4, static=True)
+    n_candidates: int = eqx.field(default=1000, static=True, converter=plain)
+    n_restarts: int = eqx.field(default=2, static=True, converter=plain)
+    n_lbfgs_steps: int = eqx.field(default=10, static=True, converter=plain)
+    n_hparam_steps: int = eqx.field(default=20, static=True, converter=plain)
+    n_warmup: int = eqx.field(default=1, static=True, converter=plain)
+    maximize: bool = eqx.field(default=True, static=True, converter=plain)
+    n_parallel: int = eqx.field(default=4, static=True, converter=plain)
     hallucination: BaseHallucination = eqx.field(default_factory=SampleHallucination)
 
     def __check_init__(self):
@@ -171,6 +172,7 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
 
     def _init_state(self, space: PyTree, n_max: int = 200) -> BayesianSearchState:
         check_int(type(self).__name__, "n_max", n_max, 1)
+        n_max = int(n_max)
         if n_max < self.n_parallel:
             raise ValueError(
                 f"{type(self).__name__}: n_max={n_max} cannot hold one batch of "

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from ._checks import is_traced
+from ._checks import is_traced, plain
 from ._dtypes import float_dtype
 from ._jit import jit
 from ._typing import typecheck
@@ -51,8 +51,8 @@ class GridSearch(Optimizer[GridSearchState]):
         n_parallel: configurations per batch (default 1).
     """
 
-    shuffle: bool = eqx.field(default=False, static=True)
-    n_parallel: int = eqx.field(default=1, static=True)
+    shuffle: bool = eqx.field(default=False, static=True, converter=plain)
+    n_parallel: int = eqx.field(default=1, static=True, converter=plain)
 
     def __check_init__(self):
         if not isinstance(self.shuffle, bool):

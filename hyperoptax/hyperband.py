@@ -40,7 +40,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
-from ._checks import check_int, check_positional, is_traced
+from ._checks import check_int, check_positional, is_traced, plain
 from ._dtypes import float_dtype
 from ._jit import jit
 from ._loop import Progress, _split, abstract_arguments, check_callback, check_scalar_output
@@ -138,13 +138,13 @@ class Hyperband(eqx.Module):
             rounds are where a `model` has the most results to learn from.
     """
 
-    min_budget: int = eqx.field(static=True)
-    max_budget: int = eqx.field(static=True)
-    eta: int = eqx.field(default=3, static=True)
-    maximize: bool = eqx.field(default=True, static=True)
+    min_budget: int = eqx.field(static=True, converter=plain)
+    max_budget: int = eqx.field(static=True, converter=plain)
+    eta: int = eqx.field(default=3, static=True, converter=plain)
+    maximize: bool = eqx.field(default=True, static=True, converter=plain)
     model: BayesianSearch | None = None
-    random_fraction: float = eqx.field(default=1 / 3, static=True)
-    n_rounds: int = eqx.field(default=1, static=True)
+    random_fraction: float = eqx.field(default=1 / 3, static=True, converter=plain)
+    n_rounds: int = eqx.field(default=1, static=True, converter=plain)
 
     def __check_init__(self):
         name = type(self).__name__
@@ -591,6 +591,7 @@ class Hyperband(eqx.Module):
         if n_configurations is None:
             n_configurations = sum(b[0].n_configurations for b in self.brackets())
         check_int(name, "n_configurations", n_configurations, 1)
+        n_configurations = int(n_configurations)
         flat = flatten_space(state.space)
         X = np.array(flat.from_unit(flat.sample_unit(key, n_configurations)))  # writable
         k_model = jax.random.fold_in(key, 1)  # the model's picks: fold_in(k_model, j)
@@ -745,7 +746,7 @@ class SuccessiveHalving(Hyperband):
         n_configurations: configurations in the first rung (default `eta**s_max`).
     """
 
-    n_configurations: int | None = eqx.field(default=None, static=True)
+    n_configurations: int | None = eqx.field(default=None, static=True, converter=plain)
 
     def __check_init__(self):
         if self.n_configurations is not None:

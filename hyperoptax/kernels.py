@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._checks import check_real
+from ._checks import check_real, plain
 
 __all__ = ["BaseKernel", "RBF", "Matern", "Unordered"]
 
@@ -111,7 +111,7 @@ class Matern(BaseKernel):
     """
 
     length_scale: ArrayLike = 1.0
-    nu: float = eqx.field(default=2.5, static=True)
+    nu: float = eqx.field(default=2.5, static=True, converter=plain)
 
     def __check_init__(self):
         if self.nu not in (0.5, 1.5, 2.5, math.inf):

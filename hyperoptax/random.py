@@ -7,6 +7,7 @@ from typing import Any
 import equinox as eqx
 from jaxtyping import PRNGKeyArray, PyTree
 
+from ._checks import plain
 from ._jit import jit
 from ._typing import typecheck
 from .base import Optimizer, OptimizerState, Results, as_results, batch_length
@@ -25,7 +26,7 @@ class RandomSearch(Optimizer[OptimizerState]):
         n_parallel: configurations per batch (default 1).
     """
 
-    n_parallel: int = eqx.field(default=1, static=True)
+    n_parallel: int = eqx.field(default=1, static=True, converter=plain)
 
     @typecheck
     def get_next_params(

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
-from ._checks import check_real, is_traced
+from ._checks import check_real, is_traced, plain
 from ._dtypes import float_dtype
 from ._random import uniform
 
@@ -186,8 +186,8 @@ def _check_int_dtype(name: str, datatype: Any) -> None:
 class LinearSpace(Space):
     """Uniform continuous space over `[lower_bound, upper_bound]`."""
 
-    lower_bound: float = eqx.field(static=True)
-    upper_bound: float = eqx.field(static=True)
+    lower_bound: float = eqx.field(static=True, converter=plain)
+    upper_bound: float = eqx.field(static=True, converter=plain)
 
     def __check_init__(self):
         _check_bounds(type(self).__name__, self.lower_bound, self.upper_bound)
@@ -206,7 +206,7 @@ class LogSpace(LinearSpace):
     log-uniform law is the same in every base); `base` is kept for readability.
     """
 
-    base: float = eqx.field(default=10, static=True)
+    base: float = eqx.field(default=10, static=True, converter=plain)
 
     def __check_init__(self):
         name = type(self).__name__
@@ -290,7 +290,7 @@ class QLogSpace(LogSpace):
 def _to_discrete_values(values: Any) -> tuple:
     if isinstance(values, np.ndarray | jax.Array):
         values = np.asarray(values).ravel().tolist()
-    return tuple(values)
+    return tuple(plain(v) for v in values)
 
 
 class DiscreteSpace(Space):

@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -196,6 +198,29 @@ def test_spaces_are_equinox_modules_and_jit_friendly():
     assert isinstance(sp, eqx.Module)
     out = jax.jit(lambda k: sp.sample(k, (3,)))(KEY)
     assert out.dtype == jnp.int32 and bool(jnp.all((out >= 8) & (out <= 512))), out
+
+
+def test_numpy_and_jax_scalars_are_taken_as_the_numbers_they_hold():
+    # Bounds and sizes computed with NumPy or JAX: stored as Python numbers (static
+    # fields key compiled programs; Equinox warns about arrays there), no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spaces = {
+            "lr": hx.LogSpace(np.float64(1e-4), jnp.asarray(0.5), base=np.int64(10)),
+            "width": hx.QLinearSpace(np.int64(8), np.int32(64)),
+            "drop": hx.DiscreteSpace((np.float32(0.0), np.float64(0.5))),
+        }
+        assert spaces["lr"] == hx.LogSpace(1e-4, 0.5) and type(spaces["lr"].lower_bound) is float
+        assert type(spaces["width"].upper_bound) is int
+        assert [type(v) for v in spaces["drop"].values] == [float, float]
+        state, opt = hx.BayesianSearch.init(spaces, n_max=np.int64(8), n_parallel=np.int64(2))
+        assert state.X.shape == (8, 3) and opt == hx.BayesianSearch(n_parallel=2)
+        _, hb = hx.Hyperband.init(spaces, min_budget=np.int64(1), max_budget=np.int64(9))
+        assert hb == hx.Hyperband(min_budget=1, max_budget=9)
+    with pytest.raises(TypeError, match="`n_max` must be an int"):
+        hx.BayesianSearch.init(spaces, n_max=np.float64(8.0))
+    with pytest.raises(TypeError, match="`n_parallel` must be an int"):
+        hx.BayesianSearch(n_parallel=np.bool_(True))
 
 
 @pytest.mark.parametrize(
