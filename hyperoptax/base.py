@@ -23,7 +23,7 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree, Real
 from ._checks import check_int
 from ._loop import async_host_loop, check_callback, check_objective, host_loop, jit_step, scan
 from ._typing import typecheck
-from .host import check_on_error, evaluate_configs
+from .host import check_on_error, check_sendable, evaluate_batch
 from .sharding import check_mesh, put_replicated
 from .spaces import flatten_space, to_configs
 
@@ -241,6 +241,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
         """
         n_iterations = self._n_iterations(state, n_iterations)
         check_on_error(on_error)
+        check_sendable(f"{type(self).__name__}.optimize_host", objective, executor)
         dtype = jnp.result_type(float)
         if asynchronous:
             if executor is None:
@@ -266,7 +267,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
             params = self.get_next_params(state, k_ask)
             configs = to_configs(params, state.space)
             results = jnp.asarray(
-                evaluate_configs(objective, configs, executor, on_error, dtype), dtype
+                evaluate_batch(objective, configs, executor, on_error, dtype), dtype
             )
             return self.update_state(state, k_tell, results, params), params, results
 

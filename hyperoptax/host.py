@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from ._warn import warn
 
-__all__ = ["evaluate_configs", "check_on_error", "settle"]
+__all__ = ["evaluate_configs", "evaluate_batch", "check_on_error", "check_sendable", "settle"]
 
 _ON_ERROR = ("record", "raise")
 
@@ -27,6 +28,26 @@ _ON_ERROR = ("record", "raise")
 def check_on_error(on_error: str) -> None:
     if on_error not in _ON_ERROR:
         raise ValueError(f"`on_error` must be one of {_ON_ERROR}, got {on_error!r}.")
+
+
+def check_sendable(owner: str, objective: Any, executor: Executor | None) -> None:
+    """Refuse an objective that a `ProcessPoolExecutor` cannot send to its workers.
+
+    The pool pickles the objective with every configuration it submits; a lambda or a
+    nested function cannot be pickled, and every evaluation would fail (each recorded
+    as NaN with a warning) instead of the search stopping at once.
+    """
+    if not isinstance(executor, ProcessPoolExecutor):
+        return
+    try:
+        pickle.dumps(objective)
+    except Exception as e:
+        raise TypeError(
+            f"{owner}: a ProcessPoolExecutor sends the objective to its worker processes "
+            f"by pickling it, and {objective!r} cannot be pickled ({type(e).__name__}: "
+            f"{e}). Define it at the top level of a module (not a lambda or a nested "
+            f"function), or use a ThreadPoolExecutor."
+        ) from None
 
 
 def as_float(value: Any, what: str = "the objective must return") -> float:
@@ -72,6 +93,12 @@ def evaluate_configs(
     (1e39 in float32) has failed too, rather than becoming `inf` on the way in.
     """
     check_on_error(on_error)
+    check_sendable("evaluate_configs", objective, executor)
+    return evaluate_batch(objective, configs, executor, on_error, dtype)
+
+
+def evaluate_batch(objective, configs, executor, on_error, dtype) -> np.ndarray:
+    """`evaluate_configs` once its arguments are checked."""
     calls: list[Callable[[], Any]]
     if executor is not None:
         futures = [executor.submit(objective, c) for c in configs]

@@ -555,7 +555,7 @@ class Hyperband(eqx.Module):
         then fails as above. A reported value that is NaN, infinite or too large for
         the state's dtype (a diverged training) is recorded as NaN and stops that
         configuration. An objective that returns before it is stopped or reaches
-        `max_budget` is warned about.
+        `max_budget` is warned about, once per search.
 
         `checkpoint` (a file path) saves the search whenever a rung value is recorded or
         a configuration ends: every value so far, which configurations are done, and the
@@ -769,11 +769,13 @@ def _host_state(
     space: PyTree, X: np.ndarray, ladder: _Ladder, n_rows: int | None = None
 ) -> HyperbandState:
     """The rung values `ladder` has recorded, in the order they came, as a state; padded
-    with masked rows to `n_rows` when given (more rows if more arrived meanwhile)."""
+    with masked rows to `n_rows` when given (more rows if more arrived meanwhile), and
+    to one row when nothing was recorded."""
     with ladder.lock:
         rows = list(ladder.rows)
     k = len(rows)
-    n = k if n_rows is None else max(n_rows, k)
+    # At least one row (masked when nothing was recorded), as every other state has.
+    n = max(k, 1 if n_rows is None else n_rows)
     dtype = np.dtype(float_dtype())
     # NumPy arrays of the final dtypes, moved to the device as they are: no conversion
     # to compile for each new number of rows.
@@ -802,6 +804,7 @@ class _Ladder:
         self.last_step = [-math.inf] * len(bracket)  # the last step each one reported
         self.rung_step = [-math.inf] * len(bracket)  # the step of each one's last rung value
         self.repeat_warned = False
+        self.early_warned = False
         self.stopped = [False] * len(bracket)
         self.rows: list[tuple[int, int, int, float]] = []  # configuration, rung, budget, value
         self.lock = threading.Lock()
@@ -893,12 +896,16 @@ class _Ladder:
                 self._record(j, math.nan)
             if self.save is not None:
                 self.save()
-            if failed:
+            if failed or self.early_warned:
                 return
+            self.early_warned = True
+            done, rungs = self.next_rung[j], len(self.budgets[self.bracket[j]])
         warn(
             f"hyperoptax: the objective returned for configuration {j} before it reached "
-            f"max_budget={self.opt.max_budget} or was stopped; report(step, value) at every "
-            f"rung's budget (its last rung recorded: {self.next_rung[j]}).",
+            f"max_budget={self.opt.max_budget} or was stopped, with {done} of its "
+            f"{rungs} rungs reported; call report(step, value) as it trains, at least at "
+            f"every rung's budget (its return value is not used). This warning is not "
+            f"repeated.",
             RuntimeWarning,
         )
 

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -129,6 +129,23 @@ def test_thread_pool_evaluates_a_batch_concurrently():
     with ThreadPoolExecutor(4) as pool:
         _, (ph, rh) = opt.optimize_host(state, KEY, objective, 2, executor=pool)
     np.testing.assert_allclose(np.stack(rh), np.stack([np.asarray(p["x"]) for p in ph]), rtol=1e-6)
+
+
+def test_an_objective_a_process_pool_cannot_send_is_refused_before_any_evaluation():
+    # A lambda cannot be pickled: every evaluation would fail, each with a warning.
+    state, opt = hx.RandomSearch.init(SPACE, n_parallel=2)
+    configs = hx.to_configs(opt.get_next_params(state, KEY), SPACE)
+    with ProcessPoolExecutor(1) as pool:
+        for run in (
+            lambda: opt.optimize_host(state, KEY, lambda c: 0.0, 1, executor=pool),
+            lambda: opt.optimize_host(
+                state, KEY, lambda c: 0.0, 1, executor=pool, asynchronous=True
+            ),
+            lambda: hx.evaluate_configs(lambda c: 0.0, configs, pool),
+        ):
+            with pytest.raises(TypeError, match="cannot be pickled.*top level of a module"):
+                run()
+        assert not pool._processes  # nothing was started
 
 
 def test_dask_cluster_evaluates_the_batch():

@@ -544,11 +544,16 @@ def test_asha_failures_are_recorded_and_early_returns_warned():
             assert np.isnan(float(y))  # NaN at the rung it did not reach, then no more
     with pytest.raises(RuntimeError, match="diverged"):
         opt.optimize_host(state, jax.random.PRNGKey(0), flaky, on_error="raise")
-    with pytest.warns(RuntimeWarning, match="before it reached max_budget") as caught:
-        opt.optimize_host(
+    # An objective that never reports: one warning for the search (not one per
+    # configuration), and a state with nothing in it, whose best is NaN / an error.
+    with pytest.warns(RuntimeWarning, match="with 0 of its 3 rungs reported") as caught:
+        empty, _ = opt.optimize_host(
             state, jax.random.PRNGKey(0), lambda config, report: None, n_configurations=2
         )
-    assert {w.filename for w in caught} == {__file__}
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert np.isnan(float(opt.best_result(empty)))
+    with pytest.raises(ValueError, match="no evaluation has a finite result"):
+        opt.best_params(empty)
     with pytest.raises(TypeError, match="report"):
         opt.optimize_host(state, jax.random.PRNGKey(0), lambda config: 0.0)
     from concurrent.futures import ProcessPoolExecutor
