@@ -302,7 +302,25 @@ def _check_compatible(path, header: dict, expected: dict) -> None:
             raise ValueError(
                 f"{path} was made for a different search: it holds {what} "
                 f"{header[field]!r}, but this search has {expected[field]!r}."
+                + (_precision_hint(header[field], expected[field]) if field == "arrays" else "")
             )
+
+
+def _precision_hint(saved: list, here: list) -> str:
+    """What to do when two arrays descriptions differ only in their float dtype."""
+
+    def floats(arrays: list) -> set:
+        return {dtype for _, dtype in arrays if dtype.startswith("float")}
+
+    same_shapes = [shape for shape, _ in saved] == [shape for shape, _ in here]
+    if not same_shapes or floats(saved) == floats(here) or len(floats(saved)) != 1:
+        return ""
+    (dtype,) = floats(saved)
+    x64 = "on" if dtype == "float64" else "off"
+    return (
+        f" It was saved in {dtype}: load it with jax_enable_x64 {x64}, set before the "
+        f"search is built."
+    )
 
 
 def _read_checked(

@@ -125,8 +125,16 @@ def test_resume_refuses_other_arguments_or_searches(tmp_path, search):
     with pytest.raises(ValueError, match="search space"):
         hx.load_state(ckpt, other_space)
     bigger, _ = hx.BayesianSearch.init(BRANIN_SPACE, n_max=N_MAX + 1, **CONFIG)
-    with pytest.raises(ValueError, match="shapes"):
+    with pytest.raises(ValueError, match="shapes") as refused:
         hx.load_state(ckpt, bigger)
+    assert "jax_enable_x64" not in str(refused.value)
+    # A search of the same shapes in the other precision is told which one to use.
+    in_float64 = jax.tree_util.tree_map(
+        lambda a: np.asarray(a, np.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+        state,
+    )
+    with pytest.raises(ValueError, match="saved in float32: load it with jax_enable_x64 off"):
+        hx.load_state(ckpt, in_float64)
     (tmp_path / "junk").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a hyperoptax checkpoint"):
         hx.load_state(tmp_path / "junk", state)
