@@ -154,15 +154,22 @@ def main(argv: list[str] | None = None) -> dict:
         help="folder for the search's plots (PNG; needs matplotlib); '' for none",
     )
     args = ap.parse_args(argv)
+    if args.parallel < 1 or args.evaluations < args.parallel:
+        ap.error(
+            f"--parallel must be at least 1 and --evaluations at least --parallel, got "
+            f"--evaluations {args.evaluations} --parallel {args.parallel}."
+        )
+    whole = args.evaluations - args.evaluations % args.parallel  # whole batches only
+    rounded = "" if whole == args.evaluations else f" ({args.evaluations} in whole batches)"
     load_digits_split()
     print(
-        f"Tuning an Equinox MLP on scikit-learn's digits: {args.evaluations} configurations, "
+        f"Tuning an Equinox MLP on scikit-learn's digits: {whole} configurations{rounded}, "
         f"{args.parallel} trained at once, validation error (lower is better).",
         flush=True,
     )
     state, search = BayesianSearch.init(
         SPACE,
-        n_max=args.evaluations,
+        n_max=whole,
         maximize=False,
         **recommended(n_parallel=args.parallel),
     )

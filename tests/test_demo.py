@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from hyperoptax import demo
 
@@ -34,6 +35,11 @@ def test_demo_runs_a_search_and_reports_the_best(capsys, tmp_path):
     assert set(out["config"]) == set(demo.SPACE) and isinstance(out["config"]["width"], int)
     names = {"history", "importance", "slices", "contour", "parallel"}
     assert {p.stem for p in tmp_path.glob("*.png")} == names and str(tmp_path) in text
+    # Impossible requests are a usage error of the command, not a traceback.
+    for bad in (["--evaluations", "0"], ["--parallel", "0"], ["--evaluations", "3"]):
+        with pytest.raises(SystemExit):
+            demo.main(bad)
+        assert "--evaluations at least --parallel" in capsys.readouterr().err
     # Eight evaluations are all random start-up ones (ten for the recommended settings), so
     # this checks the demo's mechanics, not the search's quality: what it prints and
     # returns. That the objective tells good configurations from bad ones is checked
