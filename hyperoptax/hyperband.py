@@ -125,7 +125,9 @@ class Hyperband(eqx.Module):
     `model_promotions`), so a search stays one traceable program.
 
     Attributes:
-        min_budget: the smallest budget a configuration is evaluated with (>= 1).
+        min_budget: the smallest budget a configuration is evaluated with (>= 1; at
+            most `max_budget / eta`, so that a rung fits below the full budget, or equal
+            to `max_budget` for brackets of one rung).
         max_budget: the full budget; `best_params` reports the best configuration
             evaluated with it.
         eta: the factor between rungs: each keeps the best `1/eta` (default 3).
@@ -156,6 +158,16 @@ class Hyperband(eqx.Module):
             raise ValueError(
                 f"{name}: `max_budget` ({self.max_budget}) must be at least `min_budget` "
                 f"({self.min_budget})."
+            )
+        if self.min_budget < self.max_budget < self.eta * self.min_budget:
+            ratio = self.max_budget / self.min_budget
+            fix = f"`eta={math.floor(ratio)}`, " if ratio >= 2 else ""
+            raise ValueError(
+                f"{name}: `max_budget / min_budget` = {ratio:g} is below `eta` = {self.eta}, "
+                f"so no rung fits below `max_budget`: every configuration would be "
+                f"evaluated once, at `max_budget`, and `min_budget` never used. Use "
+                f"{fix}a `min_budget` of at most {self.max_budget // self.eta}, or "
+                f"`min_budget == max_budget` to evaluate at one budget."
             )
         if not isinstance(self.maximize, bool):
             raise TypeError(f"{name}: `maximize` must be a bool, got {self.maximize!r}.")

@@ -65,6 +65,9 @@ def test_successive_halving_is_the_most_aggressive_bracket():
         (dict(min_budget=0, max_budget=9), ValueError),
         (dict(min_budget=10, max_budget=9), ValueError),
         (dict(min_budget=1, max_budget=9, eta=1), ValueError),
+        # No rung below max_budget: one evaluation per round, min_budget never used.
+        (dict(min_budget=10, max_budget=20), ValueError),
+        (dict(min_budget=4, max_budget=30, eta=8), ValueError),
         (dict(min_budget=1.5, max_budget=9), TypeError),
         (dict(min_budget=1, max_budget=9, maximize="yes"), TypeError),
         (dict(min_budget=1, max_budget=9, model=hx.RandomSearch()), TypeError),
