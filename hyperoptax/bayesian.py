@@ -322,7 +322,7 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
     def warm_start(
         self,
         state: BayesianSearchState,
-        params: PyTree | Real[ArrayLike, "n n_params"] | list | BayesianSearchState,
+        params: PyTree | Real[ArrayLike, "n n_params"] | list | OptimizerState,
         results: Results | Real[ArrayLike, ""] | None = None,
     ) -> BayesianSearchState:
         """Record observations made earlier, then fit the GP hyperparameters to them.
@@ -333,13 +333,23 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         configuration (every leaf a scalar, as `best_params` returns it) may come with a
         scalar result. Or it is
         another run's `BayesianSearchState` (for example from `load_state`) over the
-        same search space, and `results` is left out. Values must lie in the search
+        same search space, and `results` is left out; or a `HyperbandState`, whose
+        evaluations at the largest budget it reached (the full trainings) are recorded,
+        for a search that goes on at that budget. Values must lie in the search
         space; results may be NaN or inf (recorded as failures). More observations
         than free slots raise a `ValueError`.
         """
+        from .hyperband import HyperbandState  # it builds on this module
+
         name = f"{type(self).__name__}.warm_start"
         flat = flatten_space(state.space)
-        if isinstance(params, BayesianSearchState):
+        if isinstance(params, OptimizerState):
+            if not isinstance(params, BayesianSearchState | HyperbandState):
+                raise TypeError(
+                    f"{name}: {type(params).__name__} keeps no results; pass the "
+                    f"configurations and results its search returned, `warm_start(state, "
+                    f"params, results)` for each batch of `optimize`'s history."
+                )
             if results is not None:
                 raise ValueError(f"{name}: pass `results` only with `params`, not with a state.")
             if flatten_space(params.space).columns != flat.columns:
@@ -348,6 +358,9 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
                     f"space {state.space!r}."
                 )
             keep = np.asarray(params.mask)
+            if isinstance(params, HyperbandState) and keep.any():
+                budget = np.asarray(params.budget)
+                keep = keep & (budget == budget[keep].max())  # the full trainings
             X, y = np.asarray(params.X)[keep], np.asarray(params.y)[keep]
         else:
             single = False

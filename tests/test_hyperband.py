@@ -93,6 +93,19 @@ def run(request):
     return state, opt, hist, f
 
 
+def test_a_bayesian_search_goes_on_from_the_full_trainings(run):
+    state, opt, _, _ = run
+    search = hx.BayesianSearch(maximize=opt.maximize, n_parallel=1, n_hparam_steps=0)
+    full = np.asarray(state.budget) == opt.max_budget
+    warm = search.warm_start(search._init_state(SPACE, n_max=32), state)
+    n = int(full.sum())
+    assert int(warm.mask.sum()) == n
+    np.testing.assert_array_equal(warm.y[:n], np.asarray(state.y)[full])
+    np.testing.assert_array_equal(warm.X[:n], np.asarray(state.X)[full])
+    with pytest.raises(TypeError, match="OptimizerState keeps no results"):
+        search.warm_start(warm, hx.RandomSearch.init(SPACE)[0])
+
+
 def test_every_evaluation_is_recorded_with_its_budget(run):
     state, opt, (params_hist, results_hist), f = run
     rungs = [r for bracket in opt.brackets() for r in bracket]
