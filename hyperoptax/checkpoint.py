@@ -428,7 +428,8 @@ def rebuild_search(path: str | os.PathLike) -> tuple[Any, Any, Any]:
     that are not plain values come back as their descriptions); `optimizer` is `None`
     when the file was saved without one or holds classes from outside hyperoptax, and
     `evaluations` is the run's `(params_hist, results_hist)` for the checkpoint of a
-    running search, else `None`. Raises `ValueError` for files written before headers
+    running search, else `None` (and for a `HyperbandState`, which holds every
+    evaluation). Raises `ValueError` for files written before headers
     described their space.
     """
     import hyperoptax
@@ -455,14 +456,20 @@ def rebuild_search(path: str | os.PathLike) -> tuple[Any, Any, Any]:
         "OptimizerState": hyperoptax.RandomSearch,
     }
     kind = states.get(header["state"])
-    if kind is None:
+    if header["state"] == "HyperbandState":  # its rows, as the header describes them
+        arrays = (jnp.zeros(tuple(shape), np.dtype(dtype)) for shape, dtype in header["arrays"])
+        like = hyperoptax.HyperbandState(space, *arrays)
+    elif kind is None:
         raise ValueError(f"{path} holds a {header['state']}, which cannot be rebuilt.")
-    maker = optimizer if isinstance(optimizer, kind) else kind()
-    if header["state"] == "BayesianSearchState":
+    elif header["state"] == "BayesianSearchState":
+        maker = optimizer if isinstance(optimizer, kind) else kind()
         like = maker._init_state(space, n_max=header["arrays"][0][0][0])
     else:
+        maker = optimizer if isinstance(optimizer, kind) else kind()
         like = maker._init_state(space)
     _, state, history, _ = _read_checked(path, like, None, check=False)
+    if header["state"] == "HyperbandState":
+        history = None  # its state holds every evaluation (a run's checkpoint keeps none)
     return state, optimizer, history
 
 

@@ -9,6 +9,7 @@ import pytest
 import hyperoptax as hx
 from hyperoptax import plot
 from hyperoptax._targets import model_targets, results_from_model
+from hyperoptax.checkpoint import rebuild_search
 from hyperoptax.plot.__main__ import main as plot_main
 
 matplotlib.use("Agg")
@@ -165,5 +166,18 @@ def test_the_command_line_writes_every_plot_from_a_checkpoint(search, tmp_path, 
     ropt.optimize(rstate, jax.random.key(0), lambda k, p: p["x"], 4, checkpoint=tmp_path / "r")
     assert plot_main([str(tmp_path / "r"), "--out", str(tmp_path / "rand")]) == 0
     assert {p.stem for p in (tmp_path / "rand").glob("*.png")} == {"history", "parallel"}
+
+    # A multi-fidelity search's running checkpoint: every evaluation is in its state.
+    hstate, hopt = hx.Hyperband.init({"x": hx.LinearSpace(-1.0, 1.0)}, min_budget=1, max_budget=3)
+    done, _ = hopt.optimize(
+        hstate, jax.random.key(0), lambda k, p, b: p["x"] / b, checkpoint=tmp_path / "h"
+    )
+    assert plot_main([str(tmp_path / "h"), "--out", str(tmp_path / "hb")]) == 0
+    assert {p.stem for p in (tmp_path / "hb").glob("*.png")} == {"history", "parallel"}
+    again, hb_opt, evaluations = rebuild_search(tmp_path / "h")
+    assert evaluations is None and hb_opt == hopt
+    np.testing.assert_array_equal(again.y, done.y)
+    plotted = plot.history(again, hb_opt).axes[0].collections[0].get_offsets()
+    assert len(plotted) == int(done.mask.sum())
     assert plot_main([str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "missing" in capsys.readouterr().err

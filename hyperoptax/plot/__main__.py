@@ -1,8 +1,8 @@
 """`python -m hyperoptax.plot search.ckpt --out figures/`: every plot that applies, as PNG.
 
 The checkpoint is one written by `save_state` or by a checkpointed `optimize` /
-`optimize_host`. History and parallel coordinates need observations (a Bayesian
-search's state, or the history a running search's checkpoint keeps); importance,
+`optimize_host`. History and parallel coordinates need observations (a Bayesian or
+multi-fidelity search's state, or the history a running search's checkpoint keeps); importance,
 slices and contour need the Bayesian search's optimizer, saved with the state.
 """
 
