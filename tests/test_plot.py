@@ -177,7 +177,16 @@ def test_the_command_line_writes_every_plot_from_a_checkpoint(search, tmp_path, 
     again, hb_opt, evaluations = rebuild_search(tmp_path / "h")
     assert evaluations is None and hb_opt == hopt
     np.testing.assert_array_equal(again.y, done.y)
-    plotted = plot.history(again, hb_opt).axes[0].collections[0].get_offsets()
-    assert len(plotted) == int(done.mask.sum())
+    # Every evaluation, coloured by its budget; the best so far only among the full
+    # trainings (a short run's result is not comparable), as `best_result` reports.
+    ax = plot.history(again, hb_opt).axes[0]
+    points = ax.collections[0]
+    y, budget = np.asarray(done.y), np.asarray(done.budget)
+    np.testing.assert_allclose(points.get_offsets()[:, 1], y, rtol=1e-6)
+    np.testing.assert_array_equal(points.get_array(), budget)
+    full = np.where(budget == 3, y, -np.inf)
+    best = np.maximum.accumulate(full)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), np.where(np.isinf(best), np.nan, best))
+    assert ax.lines[0].get_ydata()[-1] == pytest.approx(float(hopt.best_result(done)))
     assert plot_main([str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "missing" in capsys.readouterr().err

@@ -77,15 +77,20 @@ class _Observations:
     y: np.ndarray  # (n,) results, NaN or inf where an evaluation failed
     batch: np.ndarray  # (n,) the batch each evaluation belonged to
     maximize: bool
+    budget: np.ndarray | None = None  # (n,) each evaluation's budget (multi-fidelity)
 
     @property
     def ok(self) -> np.ndarray:
         return np.isfinite(self.y)
 
     def best_so_far(self) -> np.ndarray:
-        """The best finite result up to each evaluation (NaN before the first)."""
+        """The best finite result up to each evaluation (NaN before the first); with
+        budgets, among the evaluations at the largest budget, as `best_result` reports."""
         worst = -np.inf if self.maximize else np.inf
-        y = np.where(self.ok, self.y, worst)
+        counts = self.ok
+        if self.budget is not None and self.ok.any():
+            counts = self.ok & (self.budget == self.budget[self.ok].max())
+        y = np.where(counts, self.y, worst)
         best = np.maximum.accumulate(y) if self.maximize else np.minimum.accumulate(y)
         return np.where(np.isfinite(best), best, np.nan)
 
@@ -117,6 +122,7 @@ def _observations(state, optimizer=None, evaluations=None, maximize=None) -> _Ob
             f"{type(state).__name__}."
         )
     flat = flatten_space(state.space)
+    budget = None
     if evaluations is not None:
         params_hist, results_hist = evaluations
         if isinstance(results_hist, list | tuple):  # `optimize`: one batch per entry
@@ -143,6 +149,8 @@ def _observations(state, optimizer=None, evaluations=None, maximize=None) -> _Ob
         mask = np.asarray(held.mask)
         X, y = np.asarray(held.X, float)[mask], np.asarray(held.y, float)[mask]
         batch = np.arange(len(y)) // getattr(optimizer, "n_parallel", 1)
+        if hasattr(held, "budget"):  # a multi-fidelity search's rows
+            budget = np.asarray(held.budget)[mask]
     else:
         raise TypeError(
             f"{type(state).__name__} keeps no observations: pass the history that "
@@ -153,7 +161,8 @@ def _observations(state, optimizer=None, evaluations=None, maximize=None) -> _Ob
         for leaf in _space_leaves(state.space)
     ]
     names = [_name(p) for p in flat.paths] or [f"x{i}" for i in range(flat.n_params)]
-    return _Observations(flat, names, labels, X, y, batch, _direction(optimizer, maximize))
+    direction = _direction(optimizer, maximize)
+    return _Observations(flat, names, labels, X, y, batch, direction, budget)
 
 
 def _grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
@@ -194,6 +203,9 @@ def history(
     results_hist)` as `optimize` or `optimize_scan` returned them. The direction is the
     optimizer's `maximize` (or the `maximize` given; larger is better for searches
     without one). Failed evaluations (NaN or inf) are crosses along the bottom edge.
+    A multi-fidelity search's state (`HyperbandState`) shows every evaluation coloured
+    by its budget, and the best so far among the evaluations at the largest budget (a
+    short training's result does not compare with a full one's), as `best_result`.
     """
     obs = _observations(state, optimizer, evaluations, maximize)
     fig = _Figure(figsize=(7, 4), layout="constrained")
@@ -205,8 +217,26 @@ def history(
         for b in np.unique(obs.batch)[1::2]:
             where = index[obs.batch == b]
             ax.axvspan(where[0] - 0.5, where[-1] + 0.5, color="0.93", lw=0, zorder=0)
-    ax.scatter(index[ok], obs.y[ok], s=16, color="tab:blue", label="result", zorder=2)
-    ax.step(index, obs.best_so_far(), where="post", color=_BEST, label="best so far", zorder=3)
+    if obs.budget is None:
+        ax.scatter(index[ok], obs.y[ok], s=16, color="tab:blue", label="result", zorder=2)
+        best_label = "best so far"
+    else:  # coloured by budget; the best among the full trainings
+        budgets = obs.budget[ok]
+        low = max(int(budgets.min()), 1) if len(budgets) else 1
+        high = max(int(budgets.max()), low + 1) if len(budgets) else 2
+        points = ax.scatter(
+            index[ok],
+            obs.y[ok],
+            s=16,
+            c=budgets,
+            cmap="viridis",
+            norm=matplotlib.colors.LogNorm(low, high),
+            label="result",
+            zorder=2,
+        )
+        fig.colorbar(points, ax=ax, label="budget")
+        best_label = f"best so far at budget {int(budgets.max())}" if len(budgets) else "best"
+    ax.step(index, obs.best_so_far(), where="post", color=_BEST, label=best_label, zorder=3)
     if (~ok).any():
         low, high = ax.get_ylim()
         edge = low if obs.maximize else high
