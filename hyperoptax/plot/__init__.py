@@ -222,15 +222,15 @@ def history(
         best_label = "best so far"
     else:  # coloured by budget; the best among the full trainings
         budgets = obs.budget[ok]
-        low = max(int(budgets.min()), 1) if len(budgets) else 1
-        high = max(int(budgets.max()), low + 1) if len(budgets) else 2
+        smallest = max(int(budgets.min()), 1) if len(budgets) else 1
+        largest = max(int(budgets.max()), smallest + 1) if len(budgets) else 2
         points = ax.scatter(
             index[ok],
             obs.y[ok],
             s=16,
             c=budgets,
             cmap="viridis",
-            norm=matplotlib.colors.LogNorm(low, high),
+            norm=matplotlib.colors.LogNorm(smallest, largest),
             label="result",
             zorder=2,
         )
