@@ -326,6 +326,16 @@ class DiscreteSpace(Space):
                 f"{name}: `values` from {lo!r} to {hi!r} do not fit: {holds}; enable "
                 f"jax_enable_x64 for float64, or rescale the parameter."
             )
+        # Values the dtype holds as one number would be one value: a typo, or a
+        # resolution the search cannot give (0.1 and 0.1 + 1e-10 in float32).
+        held = np.asarray([float(v) for v in self.values], fdtype)
+        _, first, counts = np.unique(held, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            i = int(first[np.argmax(counts > 1)])
+            raise ValueError(
+                f"{name}: the value {self.values[i]!r} appears twice (as {fdtype.name} "
+                f"numbers) in `values`."
+            )
 
     @property
     def _sorted(self) -> tuple[float, ...]:

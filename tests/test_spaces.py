@@ -39,6 +39,8 @@ KEY = jax.random.PRNGKey(0)
         (lambda: hx.LogSpace(1e-60, 1.0), "smallest normal float32"),
         (lambda: hx.QLinearSpace(0, 3e9), "int32 holds"),
         (lambda: hx.DiscreteSpace((1.0, 1e39)), "do not fit: float32 numbers"),
+        (lambda: hx.DiscreteSpace((1, 2, 1)), "value 1 appears twice"),
+        (lambda: hx.DiscreteSpace((0.1, 0.1 + 1e-10)), "appears twice \\(as float32"),
         (lambda: hx.DiscreteSpace((1, 2**25)), "every integer only within"),
         (lambda: hx.DiscreteSpace((-(2**40), 0)), "int32 holds"),
         (lambda: hx.QLogSpace(1, 1e8), "every integer only within"),
