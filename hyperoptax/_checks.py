@@ -37,12 +37,14 @@ def plain(value: Any) -> Any:
     return value
 
 
-def check_int(owner: str, name: str, value: Any, minimum: int) -> None:
-    """`value` is an integer (a Python or NumPy one, not a bool) of at least `minimum`."""
+def check_int(owner: str, name: str, value: Any, minimum: int) -> int:
+    """`value` is an integer (a Python or NumPy one, not a bool) of at least `minimum`;
+    returned as a Python int."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{owner}: `{name}` must be an int, got {value!r}.")
     if value < minimum:
         raise ValueError(f"{owner}: `{name}` must be at least {minimum}, got {value!r}.")
+    return int(value)
 
 
 _SIGNS = {

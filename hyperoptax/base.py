@@ -108,8 +108,7 @@ class Optimizer(eqx.Module, Generic[StateT]):
     def _n_iterations(self, state: StateT, n_iterations: int | None) -> int:
         if n_iterations is None:
             return self._default_n_iterations(state)
-        check_int(type(self).__name__, "n_iterations", n_iterations, 0)
-        return int(n_iterations)
+        return check_int(type(self).__name__, "n_iterations", n_iterations, 0)
 
     @typecheck
     def optimize(

@@ -78,8 +78,7 @@ def recommended(n_parallel: int = 1) -> dict[str, Any]:
     and an `n_warmup` of that many batches that the first 10 evaluations are uniformly
     random, whatever the batch size.
     """
-    check_int("recommended", "n_parallel", n_parallel, 1)
-    n_parallel = int(n_parallel)
+    n_parallel = check_int("recommended", "n_parallel", n_parallel, 1)
     common = dict(
         n_restarts=8,
         n_lbfgs_steps=30,
@@ -171,8 +170,7 @@ class BayesianSearch(Optimizer[BayesianSearchState]):
         return optimizer._init_state(space, n_max), optimizer
 
     def _init_state(self, space: PyTree, n_max: int = 200) -> BayesianSearchState:
-        check_int(type(self).__name__, "n_max", n_max, 1)
-        n_max = int(n_max)
+        n_max = check_int(type(self).__name__, "n_max", n_max, 1)
         if n_max < self.n_parallel:
             raise ValueError(
                 f"{type(self).__name__}: n_max={n_max} cannot hold one batch of "

@@ -461,12 +461,12 @@ def rebuild_search(path: str | os.PathLike) -> tuple[Any, Any, Any]:
         like = hyperoptax.HyperbandState(space, *arrays)
     elif kind is None:
         raise ValueError(f"{path} holds a {header['state']}, which cannot be rebuilt.")
-    elif header["state"] == "BayesianSearchState":
-        maker = optimizer if isinstance(optimizer, kind) else kind()
-        like = maker._init_state(space, n_max=header["arrays"][0][0][0])
     else:
         maker = optimizer if isinstance(optimizer, kind) else kind()
-        like = maker._init_state(space)
+        if header["state"] == "BayesianSearchState":
+            like = maker._init_state(space, n_max=header["arrays"][0][0][0])
+        else:
+            like = maker._init_state(space)
     _, state, history, _ = _read_checked(path, like, None, check=False)
     if header["state"] == "HyperbandState":
         history = None  # its state holds every evaluation (a run's checkpoint keeps none)

@@ -602,8 +602,7 @@ class Hyperband(eqx.Module):
             )
         if n_configurations is None:
             n_configurations = sum(b[0].n_configurations for b in self.brackets())
-        check_int(name, "n_configurations", n_configurations, 1)
-        n_configurations = int(n_configurations)
+        n_configurations = check_int(name, "n_configurations", n_configurations, 1)
         flat = flatten_space(state.space)
         X = np.array(flat.from_unit(flat.sample_unit(key, n_configurations)))  # writable
         k_model = jax.random.fold_in(key, 1)  # the model's picks: fold_in(k_model, j)
